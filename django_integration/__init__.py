@@ -1,0 +1,1 @@
+"""The Django app of deferred-confirmation (AppConfig label ``confirmation``)."""

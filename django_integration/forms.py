@@ -1,0 +1,76 @@
+"""DeferredForm: a ModelForm whose save() stores the change and asks for confirmation (DESIGN §2)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django import forms
+from django.contrib.auth import get_user_model
+
+from pipeline.lifecycle import stage
+
+if TYPE_CHECKING:
+    from django_integration.models import DeferredAction
+
+
+class DeferredForm(forms.ModelForm):
+    """Validate as usual; ``save()`` returns a pending :class:`DeferredAction` and changes no row.
+
+    Class attributes a subclass may set:
+
+    - ``confirmation_channels``: channel names (else ``ROUTES``, else ``DEFAULT_CHANNELS``).
+    - ``recipient_field``: the cleaned field holding where the secret goes (or override ``get_recipient``).
+    - ``sensitive_fields``: extra fields sealed at rest (``PasswordInput`` fields always are).
+    - ``allow_stale``: apply even if the target row changed since the request (default False).
+    - ``confirmation_policy``: ``"any"`` (one confirmed channel suffices) or ``"all"``.
+    """
+
+    confirmation_channels: list[str] | None = None
+    recipient_field: str | None = None
+    sensitive_fields: tuple[str, ...] = ()
+    allow_stale = False
+    confirmation_policy = "any"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Validation writes the new values onto the instance (ModelForm._post_clean); work on a copy so
+        # the caller's object (often request.user) keeps showing what is really stored until confirmation.
+        if self.instance.pk is not None:
+            self.instance = copy.copy(self.instance)
+
+    def get_recipient(self, channel: str) -> str | None:
+        """Where ``channel`` sends the secret: ``recipient_field``'s value, else the user's email address."""
+        if self.recipient_field:
+            return self.cleaned_data.get(self.recipient_field)
+        instance = self.instance
+        if channel == "email" and isinstance(instance, get_user_model()):
+            return getattr(instance, instance.get_email_field_name(), None)
+        return None
+
+    def save(self, user: Any = None, description: str | None = None, valid_until: datetime | None = None,
+             channels: list[str] | None = None, commit: bool = True) -> DeferredAction:
+        """Store the change for confirmation; returns the DeferredAction (the model row is NOT changed)."""
+        if not commit:
+            raise ValueError(f"{type(self).__name__}.save(commit=False) is not supported: a deferred change is "
+                             "stored, not returned unsaved. Call save() and use the returned DeferredAction.")
+        if self._errors is None:
+            raise ValueError(f"Call {type(self).__name__}.is_valid() before save().")
+        if self.errors:
+            raise ValueError(f"The {self._meta.model._meta.object_name} could not be deferred because the data "
+                             "didn't validate.")
+        if any(self.files.getlist(k) if hasattr(self.files, "getlist") else self.files[k] for k in self.files):
+            raise ValueError(f"{type(self).__name__}: file uploads cannot be deferred; save the file first and "
+                             "submit a reference to it.")
+        return stage(self, user=user, description=description, valid_until=valid_until, channels=channels)
+
+    # --- used at confirmation time, in the worker ---------------------------------------------------
+    @classmethod
+    def rebuild(cls, *, action: DeferredAction, data: Any, instance: Any) -> DeferredForm:
+        """The form bound to its stored input against the current row; override to pass extra kwargs."""
+        return cls(data=data, instance=instance, prefix=action.form_prefix)
+
+    def save_confirmed(self) -> Any:
+        """Write the confirmed change (ModelForm.save, with M2M); override to e.g. set a password."""
+        return super().save(commit=True)

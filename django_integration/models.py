@@ -1,0 +1,124 @@
+"""DeferredAction (a stored change waiting for its secret) and Delivery (one per channel)."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.utils import timezone
+
+from pipeline.states import OPEN, TERMINAL, DeliveryStatus, State
+
+
+class DeferredActionQuerySet(models.QuerySet):
+    def open(self) -> DeferredActionQuerySet:
+        return self.filter(state__in=OPEN)
+
+    def for_object(self, obj: models.Model) -> DeferredActionQuerySet:
+        return self.filter(content_type=ContentType.objects.get_for_model(obj), object_pk=str(obj.pk))
+
+    def pending_for(self, obj: models.Model) -> int:
+        """How many changes to ``obj`` are waiting for confirmation (the seed's count)."""
+        return self.for_object(obj).open().filter(valid_until__gt=timezone.now()).count()
+
+
+class DeferredAction(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    form_class = models.CharField(max_length=255, help_text="Dotted path of the DeferredForm.")
+    form_data = models.JSONField(default=dict, help_text="The form's raw input; sensitive values sealed.")
+    form_prefix = models.CharField(max_length=100, null=True, blank=True)
+    content_type = models.ForeignKey(ContentType, null=True, blank=True, on_delete=models.CASCADE)
+    object_pk = models.CharField(max_length=255, null=True, blank=True)
+    target = GenericForeignKey("content_type", "object_pk")
+    # Keyed hash of the target's values in the fields the form touches, taken at save(): the stale check.
+    target_fingerprint = models.CharField(max_length=64, blank=True, default="")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    description = models.TextField(blank=True, default="")
+    channel_policy = models.CharField(max_length=8, default="any")  # any: one confirmed secret suffices
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    valid_until = models.DateTimeField()
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(blank=True, default="")
+
+    objects = DeferredActionQuerySet.as_manager()
+
+    class Meta:
+        app_label = "confirmation"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["state", "valid_until"], name="confirmation_state_valid"),
+            models.Index(fields=["state", "updated_at"], name="confirmation_state_updated"),
+            models.Index(fields=["content_type", "object_pk"], name="confirmation_target"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.description or self.form_class.rsplit('.', 1)[-1]} ({self.state})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def is_open(self) -> bool:
+        return self.state in OPEN
+
+    def has_expired(self, now=None) -> bool:
+        return (now or timezone.now()) >= self.valid_until
+
+    @property
+    def model_class(self) -> type[models.Model] | None:
+        if self.content_type_id:
+            return self.content_type.model_class()
+        from django.utils.module_loading import import_string
+        try:
+            return import_string(self.form_class)._meta.model
+        except (ImportError, AttributeError):
+            return None
+
+
+class Delivery(models.Model):
+    action = models.ForeignKey(DeferredAction, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=32)
+    recipient = models.CharField(max_length=320)
+    secret_digest = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    generation = models.PositiveIntegerField(default=0, help_text="Bumped by resend: older secrets die.")
+    attempts = models.PositiveIntegerField(default=0, help_text="Wrong secrets entered.")
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
+    status_detail = models.TextField(blank=True, default="", help_text="Provider's reason on failure.")
+    provider_ref = models.CharField(max_length=255, blank=True, default="")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        app_label = "confirmation"
+        verbose_name_plural = "deliveries"
+        constraints = [models.UniqueConstraint(fields=["action", "channel"], name="confirmation_one_per_channel")]
+
+    def __str__(self) -> str:
+        return f"{self.channel} delivery of {self.action_id} ({self.status})"
+
+    @property
+    def masked_recipient(self) -> str:
+        return mask_recipient(self.recipient)
+
+
+def mask_recipient(value: str) -> str:
+    """``a***e@example.com``, ``+44*******89``: enough for a person to recognise, not to harvest."""
+    if not value:
+        return ""
+    if "@" in value:
+        local, _, domain = value.rpartition("@")
+        shown = local[:1] + "***" + (local[-1:] if len(local) > 1 else "")
+        return f"{shown}@{domain}"
+    if len(value) <= 4:
+        return "*" * len(value)
+    return value[:3] + "*" * (len(value) - 5) + value[-2:]

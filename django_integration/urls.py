@@ -1,0 +1,11 @@
+from django.urls import path
+
+from django_integration import views
+
+app_name = "confirmation"
+
+urlpatterns = [
+    path("status/<uuid:action_id>/", views.status, name="status"),
+    path("code/<uuid:action_id>/", views.code, name="code"),
+    path("<str:token>/", views.link, name="link"),
+]

@@ -1,0 +1,29 @@
+"""Channel backends, looked up by the channel names configured in ``DEFERRED_CONFIRMATION["CHANNELS"]``."""
+
+from __future__ import annotations
+
+from django.utils.module_loading import import_string
+
+from pipeline.channels.base import (
+    BaseChannel,
+    ChannelConfigurationError,
+    ChannelError,
+    PermanentChannelError,
+    TransientChannelError,
+)
+from pipeline.conf import app_settings
+
+__all__ = [
+    "BaseChannel",
+    "ChannelConfigurationError",
+    "ChannelError",
+    "PermanentChannelError",
+    "TransientChannelError",
+    "get_channel",
+]
+
+
+def get_channel(name: str) -> BaseChannel:
+    conf = app_settings.channel(name)
+    backend = import_string(conf["BACKEND"])
+    return backend(name, conf)

@@ -1,0 +1,97 @@
+"""The channel backend interface and its exceptions (the shape of django-anymail's backends/base.py).
+
+A channel makes a secret, stores only its digest, sends the secret to a recipient, and later checks a
+secret typed or clicked back.  Providers raise :class:`TransientChannelError` (retried with backoff) or
+:class:`PermanentChannelError` (the delivery fails with the provider's reason); nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pipeline import tokens
+from pipeline.conf import app_settings
+
+if TYPE_CHECKING:
+    from django_integration.models import DeferredAction, Delivery
+
+
+class ChannelError(Exception):
+    """Base of every error a channel raises; ``reason`` is stored and shown to operators."""
+
+    def __init__(self, reason: str, *, code: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.reason}" if self.code else self.reason
+
+
+class TransientChannelError(ChannelError):
+    """Try again later: timeouts, 429, 5xx, connection refused."""
+
+
+class PermanentChannelError(ChannelError):
+    """Never going to work: invalid number, refused address, unsubscribed recipient."""
+
+
+class ChannelConfigurationError(ChannelError):
+    pass
+
+
+class BaseChannel:
+    """One configured channel.  Subclasses set ``secret_kind`` and implement :meth:`send`."""
+
+    #: "link": the secret is a URL token found by its digest; "code": typed in with the action id and
+    #: attempt-limited.
+    secret_kind = "link"
+
+    def __init__(self, name: str, conf: dict[str, Any]):
+        self.name = name
+        self.conf = conf
+        self.options: dict[str, Any] = conf.get("OPTIONS") or {}
+
+    @property
+    def max_attempts(self) -> int | None:
+        return self.conf.get("MAX_ATTEMPTS")
+
+    @property
+    def queue(self) -> str:
+        return self.conf["QUEUE"]
+
+    # --- secrets -----------------------------------------------------------------------------------
+    def make_secret(self) -> str:
+        return tokens.make_link_token()
+
+    def digest(self, delivery: Delivery, secret: str) -> str:
+        return tokens.link_digest(secret) if self.secret_kind == "link" else tokens.code_digest(
+            delivery.pk, self.normalize(secret) or "")
+
+    def normalize(self, raw: object) -> str | None:
+        """The canonical form of a secret typed by a person, or None if it cannot be one."""
+        return raw if isinstance(raw, str) else None
+
+    def matches(self, delivery: Delivery, raw: object) -> bool:
+        if self.secret_kind == "link":
+            if not tokens.is_well_formed_link_token(raw):
+                return False
+            return any(tokens.digests_match(d, delivery.secret_digest) for d in tokens.link_digests(raw))
+        code = self.normalize(raw)
+        return code is not None and tokens.check_code(delivery.pk, code, delivery.secret_digest)
+
+    # --- sending -----------------------------------------------------------------------------------
+    def send(self, *, delivery: Delivery, action: DeferredAction, secret: str) -> str:
+        """Send ``secret`` to ``delivery.recipient``; return the provider's reference (or "")."""
+        raise NotImplementedError
+
+    def context(self, *, delivery: Delivery, action: DeferredAction, secret: str) -> dict[str, Any]:
+        """Template context shared by every channel's messages."""
+        return {
+            "action": action,
+            "delivery": delivery,
+            "description": action.description,
+            "user": action.user,
+            "valid_until": action.valid_until,
+            "site_url": (app_settings.SITE_URL or "").rstrip("/"),
+        }

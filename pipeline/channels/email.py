@@ -1,0 +1,99 @@
+"""Email: a link to a confirmation page, sent as text + HTML from overridable templates.
+
+The link is built from ``SITE_URL`` and never from a request's Host header, so a forged Host cannot
+make us mail a link to an attacker's domain (the password-reset poisoning bug).
+"""
+
+from __future__ import annotations
+
+import smtplib
+from email.utils import make_msgid
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.template.loader import render_to_string
+from django.urls import reverse
+
+from pipeline.channels.base import (
+    BaseChannel,
+    ChannelConfigurationError,
+    PermanentChannelError,
+    TransientChannelError,
+)
+from pipeline.conf import app_settings
+
+if TYPE_CHECKING:
+    from django_integration.models import DeferredAction, Delivery
+
+TEMPLATES = {
+    "subject": "confirmation/email/subject.txt",
+    "text": "confirmation/email/body.txt",
+    "html": "confirmation/email/body.html",
+}
+
+
+def confirm_link(token: str) -> str:
+    site = app_settings.SITE_URL
+    if not site:
+        raise ChannelConfigurationError('DEFERRED_CONFIRMATION["SITE_URL"] is not set; links need it.')
+    return site.rstrip("/") + reverse("confirmation:link", args=[token])
+
+
+class EmailChannel(BaseChannel):
+    """OPTIONS: ``EMAIL_BACKEND`` (default: settings.EMAIL_BACKEND), ``FROM_EMAIL``."""
+
+    secret_kind = "link"
+
+    def send(self, *, delivery: Delivery, action: DeferredAction, secret: str) -> str:
+        context = self.context(delivery=delivery, action=action, secret=secret)
+        context["link"] = confirm_link(secret)
+        message_id = make_msgid(domain=urlsplit(app_settings.SITE_URL).hostname or None)
+        subject = " ".join(render_to_string(TEMPLATES["subject"], context).split())
+        message = EmailMultiAlternatives(
+            subject=subject,
+            body=render_to_string(TEMPLATES["text"], context),
+            from_email=self.options.get("FROM_EMAIL") or app_settings.from_email,
+            to=[delivery.recipient],
+            headers={"X-Deferred-Action": str(action.pk), "Message-ID": message_id},
+            connection=get_connection(self.options.get("EMAIL_BACKEND")),
+        )
+        message.attach_alternative(render_to_string(TEMPLATES["html"], context), "text/html")
+        try:
+            message.send()
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise PermanentChannelError(_smtp_reason(exc), code="recipient-refused") from exc
+        except smtplib.SMTPResponseException as exc:
+            error = PermanentChannelError if 500 <= exc.smtp_code < 600 else TransientChannelError
+            raise error(f"SMTP {exc.smtp_code}: {_text(exc.smtp_error)}", code=str(exc.smtp_code)) from exc
+        except (TimeoutError, smtplib.SMTPException, ConnectionError, OSError) as exc:
+            raise TransientChannelError(f"mail server unreachable: {exc.__class__.__name__}") from exc
+        except Exception as exc:  # ESP backends (django-anymail) raise their own errors
+            raise _from_esp(exc) from exc
+        status = getattr(message, "anymail_status", None)  # set by django-anymail backends
+        if status is not None and getattr(status, "message_id", None):
+            return str(status.message_id)
+        return message_id
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _smtp_reason(exc: smtplib.SMTPRecipientsRefused) -> str:
+    # The recipient address itself stays out of the stored reason: it is PII and already on the row.
+    reasons = [f"{code} {_text(msg)}" for code, msg in exc.recipients.values()]
+    return "recipient refused: " + "; ".join(reasons)
+
+
+def _from_esp(exc: Exception) -> Exception:
+    """Map django-anymail's errors (duck-typed, anymail is optional) to ours."""
+    name = type(exc).__name__
+    if name == "AnymailRecipientsRefused":
+        return PermanentChannelError(str(exc), code="recipient-refused")
+    status = getattr(exc, "status_code", None)
+    if name.startswith("Anymail") and status is not None and 400 <= status < 500 and status != 429:
+        return PermanentChannelError(str(exc), code=str(status))
+    if name.startswith("Anymail"):
+        return TransientChannelError(str(exc), code=str(status) if status else None)
+    return exc

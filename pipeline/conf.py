@@ -1,0 +1,86 @@
+"""The app's settings, read through one object with defaults.
+
+Every key of ``settings.DEFERRED_CONFIRMATION`` is optional.  Values are read on each access (so
+``override_settings`` in tests works) and validated by the system check in
+``django_integration.checks``, which reuses :func:`problems` from here.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+
+# Built-in channels: a project names one of these with no BACKEND and gets these values.
+CHANNEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "email": {"BACKEND": "pipeline.channels.email.EmailChannel", "EXPIRES": timedelta(days=3),
+              "MAX_ATTEMPTS": None},
+    "sms": {"BACKEND": "pipeline.channels.sms.TwilioSMSChannel", "EXPIRES": timedelta(minutes=10),
+            "MAX_ATTEMPTS": 5},
+    "letter": {"BACKEND": "pipeline.channels.letter.PDFLetterChannel", "EXPIRES": timedelta(days=30),
+               "MAX_ATTEMPTS": 5},
+    "microdeposit": {"BACKEND": "pipeline.channels.microdeposit.LedgerChannel",
+                     "EXPIRES": timedelta(days=10), "MAX_ATTEMPTS": 3},
+}
+CHANNEL_KEYS = {"BACKEND", "EXPIRES", "MAX_ATTEMPTS", "QUEUE", "RATE_LIMIT", "OPTIONS"}
+
+DEFAULTS: dict[str, Any] = {
+    # channel name -> {BACKEND, EXPIRES, MAX_ATTEMPTS, QUEUE, RATE_LIMIT, OPTIONS}; only email is on by default
+    "CHANNELS": {"email": {}},
+    "ROUTES": {},  # "app.forms.FormClass" or "app_label.model" -> [channel names]
+    "DEFAULT_CHANNELS": ["email"],
+    "RETENTION": timedelta(days=30),  # terminal actions (and their recipients) are purged after this
+    "SITE_URL": None,  # base of links in messages, e.g. "https://example.com"; never taken from a request
+    "REDRIVE_AFTER": timedelta(minutes=10),  # an action stuck in pending/confirmed this long is re-enqueued
+    "BATCH_SIZE": 500,  # rows per transaction in expire/purge/redrive
+    "APPLY_QUEUE": "confirmation.apply",
+    "MAINTENANCE_QUEUE": "confirmation.maintenance",
+    "FROM_EMAIL": None,  # None: settings.DEFAULT_FROM_EMAIL
+    "STATUS_REFRESH_SECONDS": 2,  # how often the status page reloads itself while the change is in flight
+}
+
+
+class AppSettings:
+    """``app_settings.SITE_URL`` etc.: the project's value, or the default."""
+
+    def _user(self) -> dict[str, Any]:
+        value = getattr(settings, "DEFERRED_CONFIRMATION", {})
+        return value if isinstance(value, dict) else {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(name)
+        return self._user().get(name, DEFAULTS[name])
+
+    @property
+    def CHANNELS(self) -> dict[str, dict[str, Any]]:
+        """Each configured channel with the built-in defaults and its queue filled in."""
+        configured = self._user().get("CHANNELS", DEFAULTS["CHANNELS"])
+        channels = {}
+        for name, conf in (configured or {}).items():
+            merged = {"QUEUE": f"confirmation.{name}", "RATE_LIMIT": None, "OPTIONS": {},
+                      "MAX_ATTEMPTS": None, "EXPIRES": timedelta(days=3)}
+            merged.update(CHANNEL_DEFAULTS.get(name, {}))
+            merged.update(conf or {})
+            channels[name] = merged
+        return channels
+
+    def channel(self, name: str) -> dict[str, Any]:
+        try:
+            return self.CHANNELS[name]
+        except KeyError:
+            raise KeyError(f"Unknown confirmation channel {name!r}; configured: {sorted(self.CHANNELS)}") from None
+
+    @property
+    def from_email(self) -> str:
+        return self.FROM_EMAIL or settings.DEFAULT_FROM_EMAIL
+
+    def queues(self) -> list[str]:
+        """Every queue this app's tasks are sent to (a worker without -Q should consume them all)."""
+        names = [conf["QUEUE"] for conf in self.CHANNELS.values()]
+        names += [self.APPLY_QUEUE, self.MAINTENANCE_QUEUE]
+        return list(dict.fromkeys(names))
+
+
+app_settings = AppSettings()

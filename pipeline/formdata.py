@@ -1,0 +1,101 @@
+"""Storing a form's raw input as JSON and giving it back, and fingerprinting the row a form edits.
+
+Only the keys of the form's own fields are kept (no CSRF token, no unrelated POST data).  Values of
+sensitive fields (PasswordInput widgets and the form's ``sensitive_fields``) are sealed with
+:mod:`pipeline.crypto` so a pending sign-up's password is not readable at rest.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.core.exceptions import FieldDoesNotExist
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+from django.utils.crypto import salted_hmac
+from django.utils.datastructures import MultiValueDict
+
+from pipeline import crypto
+
+SEALED = "__sealed__"
+_PURPOSE = "form_data"
+
+
+def sensitive_field_names(form: forms.BaseForm) -> set[str]:
+    names = set(getattr(form, "sensitive_fields", ()) or ())
+    names |= {name for name, field in form.fields.items() if isinstance(field.widget, forms.PasswordInput)}
+    return names
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, models.Model):
+        return value.pk if isinstance(value.pk, int) else str(value.pk)
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder)) if not hasattr(value, "read") else str(value)
+
+
+def _values(data: Any, key: str) -> list[Any]:
+    if hasattr(data, "getlist"):
+        return list(data.getlist(key))
+    value = data[key]
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def dump(form: forms.BaseForm) -> dict[str, list[Any]]:
+    """The raw input of ``form``'s fields, JSON-ready, sensitive values sealed."""
+    sensitive = sensitive_field_names(form)
+    stored: dict[str, list[Any]] = {}
+    for name, field in form.fields.items():
+        html_name = form.add_prefix(name)
+        keys = [html_name] + [html_name + suffix for suffix in getattr(field.widget, "widgets_names", ())]
+        for key in keys:
+            if key not in form.data:
+                continue
+            values = [_jsonable(v) for v in _values(form.data, key)]
+            if name in sensitive:
+                values = [{SEALED: crypto.seal(_PURPOSE, json.dumps(v))} for v in values]
+            stored[key] = values
+    return stored
+
+
+def load(stored: dict[str, list[Any]]) -> MultiValueDict:
+    """Data to bind a form to again; raises ValueError if stored data is malformed or cannot be unsealed."""
+    if not isinstance(stored, dict):
+        raise ValueError("stored form data is not an object")
+    data = MultiValueDict()
+    for key, values in stored.items():
+        if not isinstance(values, list):
+            raise ValueError(f"stored value of {key!r} is not a list")
+        opened = []
+        for value in values:
+            if isinstance(value, dict) and set(value) == {SEALED}:
+                try:
+                    value = json.loads(crypto.open_sealed(_PURPOSE, value[SEALED]))
+                except (crypto.InvalidToken, ValueError, TypeError) as exc:
+                    raise ValueError(f"sealed value of {key!r} cannot be opened (SECRET_KEY changed?)") from exc
+            opened.append(value)
+        data.setlist(key, opened)
+    return data
+
+
+def _field_value(instance: models.Model, name: str) -> Any:
+    try:
+        field = instance._meta.get_field(name)
+    except FieldDoesNotExist:
+        return None
+    if not getattr(field, "concrete", False) and not field.many_to_many:
+        return None
+    value = field.value_from_object(instance)
+    if field.many_to_many:
+        return sorted(str(obj.pk) for obj in value)
+    return value
+
+
+def fingerprint(form_class: type[forms.BaseForm], instance: models.Model) -> str:
+    """A keyed hash of ``instance``'s current values in the fields ``form_class`` edits."""
+    values = {name: _field_value(instance, name) for name in sorted(form_class.base_fields)}
+    payload = json.dumps(values, cls=DjangoJSONEncoder, sort_keys=True, default=str)
+    return salted_hmac("deferred_confirmation.fingerprint", payload, algorithm="sha256").hexdigest()

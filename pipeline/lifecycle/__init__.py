@@ -1,0 +1,25 @@
+"""The lifecycle of a deferred action: small functions over the transition table in pipeline.states."""
+
+from pipeline.lifecycle.applying import ApplyRefused, apply
+from pipeline.lifecycle.confirming import ConfirmResult, ConfirmStatus, confirm, peek_link
+from pipeline.lifecycle.delivery import cancel, deliver, delivery_failed, generate, resend
+from pipeline.lifecycle.maintenance import expire, purge, redrive
+from pipeline.lifecycle.staging import stage
+
+__all__ = [
+    "ApplyRefused",
+    "ConfirmResult",
+    "ConfirmStatus",
+    "apply",
+    "cancel",
+    "confirm",
+    "deliver",
+    "delivery_failed",
+    "expire",
+    "generate",
+    "peek_link",
+    "purge",
+    "redrive",
+    "resend",
+    "stage",
+]

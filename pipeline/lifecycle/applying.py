@@ -1,0 +1,98 @@
+"""apply: write a confirmed change, exactly once, against the row as it is now (DESIGN §8).
+
+Everything happens in one transaction holding the action's row lock (and the target's): a second run,
+a duplicated task or a racing POST finds the action no longer ``confirmed`` and does nothing.  The form
+is rebuilt from its stored input against the current row and fully re-validated, so uniqueness lost in
+the meantime, related rows deleted, or a target edited since the request end as ``failed`` with a reason a
+person can read, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.db import DatabaseError, IntegrityError, transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from django_integration.signals import change_confirmed
+from pipeline import formdata
+from pipeline.lifecycle.transitions import fail, lock, move, signal_on_commit
+from pipeline.states import State
+
+logger = logging.getLogger("deferred_confirmation.lifecycle")
+
+
+class ApplyRefused(Exception):
+    """The stored change cannot be applied; the message is stored as the failure reason."""
+
+
+def apply(action_id: Any) -> bool:
+    """Apply a confirmed action; True if it was applied now, False if there was nothing (left) to do."""
+    started = timezone.now()
+    with transaction.atomic():
+        action = lock(action_id)
+        if action is None or action.state != State.CONFIRMED:
+            return False
+        try:
+            obj = _write(action)
+        except ApplyRefused as refused:
+            fail(action, str(refused))
+            logger.info("action %s failed: %s", action.pk, refused, extra={"action_id": str(action.pk)})
+            return False
+        fields = {"applied_at": timezone.now()}
+        if action.object_pk is None:  # a create: the action now points at what it made
+            fields.update(content_type=ContentType.objects.get_for_model(obj), object_pk=str(obj.pk))
+        move(action, State.APPLIED, **fields)
+        signal_on_commit(change_confirmed, action)
+    logger.info("action %s applied", action.pk, extra={
+        "action_id": str(action.pk), "duration_ms": int((timezone.now() - started).total_seconds() * 1000)})
+    return True
+
+
+def _write(action: Any) -> Any:
+    try:
+        form_class = import_string(action.form_class)
+    except ImportError as exc:
+        raise ApplyRefused(f"The form {action.form_class} can no longer be imported.") from exc
+    model = form_class._meta.model
+    instance = None
+    if action.object_pk is not None:
+        instance = model._default_manager.select_for_update().filter(pk=action.object_pk).first()
+        if instance is None:
+            raise ApplyRefused(f"The {model._meta.verbose_name} this change was for no longer exists.")
+        if not getattr(form_class, "allow_stale", False) and action.target_fingerprint and (
+                formdata.fingerprint(form_class, instance) != action.target_fingerprint):
+            raise ApplyRefused(f"stale: the {model._meta.verbose_name} was changed after this change was "
+                               "requested; request it again.")
+    try:
+        data = formdata.load(action.form_data)
+    except ValueError as exc:
+        raise ApplyRefused(f"The stored form data is unreadable: {exc}.") from exc
+    try:
+        form = form_class.rebuild(action=action, data=data, instance=instance)
+        if not form.is_valid():
+            raise ApplyRefused(_errors_text(form))
+        with transaction.atomic():  # a savepoint: a failed save leaves nothing behind
+            return form.save_confirmed()
+    except ApplyRefused:
+        raise
+    except (IntegrityError, ValidationError, ObjectDoesNotExist, ValueError, TypeError) as exc:
+        # IntegrityError: a unique value taken between validation and save; the others: data that no
+        # longer fits the model.  DatabaseErrors that are not these (lost connection, lock timeout,
+        # serialization failure) propagate so the task retries.
+        raise ApplyRefused(f"The change could not be saved: {exc}") from exc
+
+
+def _errors_text(form: Any) -> str:
+    parts = []
+    for name, errors in form.errors.items():
+        label = "" if name == "__all__" else (form.fields[name].label or name.replace("_", " ")) + ": "
+        parts.append(label + " ".join(str(e) for e in errors))
+    return "The change is no longer valid. " + " ".join(parts)
+
+
+__all__ = ["ApplyRefused", "DatabaseError", "apply"]

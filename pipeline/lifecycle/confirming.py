@@ -1,0 +1,168 @@
+"""confirm: a secret came back.  Never raises for bad input; every outcome is a :class:`ConfirmResult`."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from django_integration.models import DeferredAction, Delivery
+from django_integration.signals import action_expired
+from pipeline import dispatch, tokens
+from pipeline.channels import get_channel
+from pipeline.conf import app_settings
+from pipeline.lifecycle.transitions import close_deliveries, lock, move, signal_on_commit
+from pipeline.states import DeliveryStatus, State
+
+
+class ConfirmStatus(StrEnum):
+    CONFIRMED = "confirmed"
+    INVALID = "invalid"
+    EXPIRED = "expired"
+    ALREADY_USED = "already_used"
+    LOCKED = "locked"
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    status: ConfirmStatus
+    action: DeferredAction | None = None
+    attempts_left: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == ConfirmStatus.CONFIRMED
+
+
+INVALID = ConfirmResult(ConfirmStatus.INVALID)
+
+
+def confirm(secret: Any, action: Any = None) -> ConfirmResult:
+    """Accept ``secret`` (a link token, or a code/amounts for ``action``) and queue the apply."""
+    if action is None:
+        return _confirm_link(secret)
+    return _confirm_code(secret, action)
+
+
+def peek_link(token: Any) -> ConfirmResult:
+    """What confirming ``token`` would do, changing nothing (for the GET page); CONFIRMED means "can"."""
+    delivery = _find_link_delivery(token)
+    if delivery is None:
+        return INVALID
+    refusal = _refusal(delivery.action, delivery)
+    return ConfirmResult(refusal or ConfirmStatus.CONFIRMED, delivery.action)
+
+
+def _find_link_delivery(token: Any) -> Delivery | None:
+    if not tokens.is_well_formed_link_token(token):
+        return None
+    return (Delivery.objects.select_related("action")
+            .filter(secret_digest__in=tokens.link_digests(token)).first())
+
+
+def _confirm_link(token: Any) -> ConfirmResult:
+    found = _find_link_delivery(token)
+    if found is None:
+        return INVALID
+    with transaction.atomic():
+        action = lock(found.action_id)
+        delivery = Delivery.objects.select_for_update().filter(pk=found.pk).first()
+        if action is None or delivery is None or not get_channel(delivery.channel).matches(delivery, token):
+            return INVALID  # resent or purged between the lookup and the lock
+        return _accept_or_refuse(action, delivery)
+
+
+def _confirm_code(secret: Any, action_ref: Any) -> ConfirmResult:
+    action_id = _as_uuid(action_ref)
+    if action_id is None:
+        return INVALID
+    with transaction.atomic():
+        action = lock(action_id)
+        if action is None:
+            return INVALID
+        deliveries = [d for d in action.deliveries.select_for_update()
+                      if get_channel(d.channel).secret_kind != "link" and d.secret_digest]
+        if not deliveries:
+            return ConfirmResult(_refusal(action, None) or ConfirmStatus.INVALID, action)
+        for delivery in deliveries:
+            if get_channel(delivery.channel).matches(delivery, secret):
+                return _accept_or_refuse(action, delivery)
+        refusal = _refusal(action, None)
+        if refusal is not None:
+            return ConfirmResult(refusal, action)
+        return _wrong_code(action, deliveries)
+
+
+def _as_uuid(value: Any) -> uuid.UUID | None:
+    if isinstance(value, DeferredAction):
+        return value.pk
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value)) if isinstance(value, str) and len(value) <= 64 else None
+    except ValueError:
+        return None
+
+
+def _refusal(action: DeferredAction, delivery: Delivery | None, now=None) -> ConfirmStatus | None:
+    """Why this action cannot be confirmed now, or None if it can."""
+    if action.state in (State.CONFIRMED, State.APPLIED) or action.confirmed_at is not None:
+        return ConfirmStatus.ALREADY_USED
+    if delivery is not None and delivery.status == DeliveryStatus.CONFIRMED:
+        return ConfirmStatus.ALREADY_USED
+    if action.state == State.LOCKED:
+        return ConfirmStatus.LOCKED
+    if action.state == State.EXPIRED or (action.is_open and action.has_expired(now)):
+        return ConfirmStatus.EXPIRED
+    if not action.is_open:  # cancelled, or failed before anything was confirmed
+        return ConfirmStatus.INVALID
+    if delivery is not None and delivery.status in (DeliveryStatus.FAILED, DeliveryStatus.SUPERSEDED):
+        return ConfirmStatus.INVALID
+    return None
+
+
+def _accept_or_refuse(action: DeferredAction, delivery: Delivery) -> ConfirmResult:
+    now = timezone.now()
+    refusal = _refusal(action, delivery, now)
+    if refusal == ConfirmStatus.EXPIRED and action.is_open:
+        expire_one(action)
+    if refusal is not None:
+        return ConfirmResult(refusal, action)
+    delivery.status = DeliveryStatus.CONFIRMED
+    delivery.confirmed_at = now
+    delivery.save(update_fields=["status", "confirmed_at", "updated_at"])
+    waiting = action.channel_policy == "all" and action.deliveries.exclude(
+        status=DeliveryStatus.CONFIRMED).exclude(pk=delivery.pk).exists()
+    if not waiting:
+        move(action, State.CONFIRMED, confirmed_at=now)
+        close_deliveries(action)
+        dispatch.enqueue(dispatch.APPLY_ACTION, str(action.pk), queue=app_settings.APPLY_QUEUE)
+    return ConfirmResult(ConfirmStatus.CONFIRMED, action)
+
+
+def _wrong_code(action: DeferredAction, deliveries: list[Delivery]) -> ConfirmResult:
+    """Count a wrong attempt against every code delivery of the action; lock it at the limit."""
+    left = []
+    for delivery in deliveries:
+        delivery.attempts += 1
+        delivery.save(update_fields=["attempts", "updated_at"])
+        limit = get_channel(delivery.channel).max_attempts
+        if limit is not None:
+            left.append(max(limit - delivery.attempts, 0))
+    attempts_left = min(left) if left else None
+    if attempts_left == 0:
+        move(action, State.LOCKED)
+        close_deliveries(action)
+        return ConfirmResult(ConfirmStatus.LOCKED, action, 0)
+    return ConfirmResult(ConfirmStatus.INVALID, action, attempts_left)
+
+
+def expire_one(action: DeferredAction) -> None:
+    """Mark a locked, open, past-due action expired."""
+    move(action, State.EXPIRED)
+    close_deliveries(action)
+    signal_on_commit(action_expired, action)

@@ -1,0 +1,161 @@
+"""generate, deliver, resend: getting a fresh secret to the recipient.
+
+generate (task ``confirmation.generate_token``) makes the secret, stores only its digest and passes the
+secret, sealed, to deliver (task ``confirmation.send_notification``), which sends it.  Each delivery has a
+``generation``; resend and redrive bump it, which kills the old secret and makes any older task in flight
+a no-op.  Running either step twice has the effect of once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from django_integration.models import DeferredAction, Delivery
+from django_integration.signals import confirmation_required
+from pipeline import crypto, dispatch, formdata
+from pipeline.channels import PermanentChannelError, get_channel
+from pipeline.lifecycle.transitions import close_deliveries, fail, move
+from pipeline.states import DeliveryStatus, State
+
+logger = logging.getLogger("deferred_confirmation.lifecycle")
+SECRET_PURPOSE = "secret-in-flight"
+
+
+def generate(delivery_id: int, generation: int) -> bool:
+    """Make and store the digest of a new secret, queue its sending; False if there is nothing to do."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().select_related("action").filter(pk=delivery_id).first()
+        if (delivery is None or delivery.generation != generation or delivery.status != DeliveryStatus.QUEUED
+                or not delivery.action.is_open):
+            return False
+        channel = get_channel(delivery.channel)
+        secret = channel.make_secret()
+        delivery.secret_digest = channel.digest(delivery, secret)
+        delivery.status = DeliveryStatus.GENERATED
+        delivery.save(update_fields=["secret_digest", "status", "updated_at"])
+        sealed = crypto.seal(SECRET_PURPOSE, secret)
+        dispatch.enqueue(dispatch.SEND_NOTIFICATION, delivery.pk, generation, sealed, queue=channel.queue)
+    return True
+
+
+def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
+    """Send the secret; transient channel errors propagate (the task retries), permanent ones are stored."""
+    try:
+        secret = crypto.open_sealed(SECRET_PURPOSE, sealed_secret)
+    except (crypto.InvalidToken, ValueError, TypeError):
+        logger.warning("delivery %s: sealed secret cannot be opened; dropped", delivery_id)
+        return False
+    delivery = Delivery.objects.select_related("action", "action__user").filter(pk=delivery_id).first()
+    if (delivery is None or delivery.generation != generation or delivery.status != DeliveryStatus.GENERATED
+            or not delivery.action.is_open):
+        return False
+    action = delivery.action
+    channel = get_channel(delivery.channel)
+    if not channel.matches(delivery, secret):  # superseded by a resend since it was generated
+        return False
+    started = timezone.now()
+    try:
+        provider_ref = _send(channel, delivery, action, secret)
+    except PermanentChannelError as exc:
+        delivery_failed(delivery_id, generation, str(exc))
+        return False
+    action.token = secret  # for receivers, in memory only (the seed's API)
+    confirmation_required.send_robust(sender=action.model_class or DeferredAction, instance=action,
+                                      user=action.user, channel=delivery.channel)
+    del action.token
+    with transaction.atomic():
+        locked = Delivery.objects.select_for_update().select_related("action").get(pk=delivery_id)
+        if locked.generation != generation or locked.status != DeliveryStatus.GENERATED:
+            return False
+        locked.status = DeliveryStatus.SENT
+        locked.sent_at = timezone.now()
+        locked.provider_ref = (provider_ref or "")[:255]
+        locked.save(update_fields=["status", "sent_at", "provider_ref", "updated_at"])
+        act = DeferredAction.objects.select_for_update().get(pk=locked.action_id)
+        if act.state == State.PENDING:
+            move(act, State.NOTIFIED)
+    logger.info("delivery %s sent over %s", delivery_id, delivery.channel,
+                extra={"action_id": str(action.pk), "channel": delivery.channel,
+                       "duration_ms": int((timezone.now() - started).total_seconds() * 1000)})
+    return True
+
+
+def _send(channel: Any, delivery: Delivery, action: DeferredAction, secret: str) -> str:
+    """The form's own ``send_notification`` hook if it has one (the seed's API), else the channel."""
+    form_class = import_string(action.form_class)
+    if not hasattr(form_class, "send_notification"):
+        return channel.send(delivery=delivery, action=action, secret=secret)
+    form = form_class.rebuild(action=action, data=formdata.load(action.form_data), instance=action.target)
+    if not form.is_valid():
+        raise PermanentChannelError(f"stored form is no longer valid: {form.errors.as_text()}")
+    action.token = secret
+    try:
+        form.send_notification(user=action.user, instance=action)
+    finally:
+        del action.token
+    return ""
+
+
+def delivery_failed(delivery_id: int, generation: int, reason: str) -> None:
+    """Record a permanent failure; the action fails when no delivery is left that could still confirm it."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
+        if delivery is None or delivery.generation != generation or delivery.status in (
+                DeliveryStatus.FAILED, DeliveryStatus.CONFIRMED, DeliveryStatus.SUPERSEDED):
+            return
+        delivery.status = DeliveryStatus.FAILED
+        delivery.status_detail = reason[:2000]
+        delivery.secret_digest = ""
+        delivery.save(update_fields=["status", "status_detail", "secret_digest", "updated_at"])
+        action = DeferredAction.objects.select_for_update().get(pk=delivery.action_id)
+        others = action.deliveries.exclude(pk=delivery.pk)
+        hopeless = action.channel_policy == "all" or not others.exclude(status=DeliveryStatus.FAILED).exists()
+        if action.is_open and hopeless:
+            fail(action, f"{delivery.channel} delivery failed: {reason}")
+    logger.warning("delivery %s failed: %s", delivery_id, reason)
+
+
+def resend(action: DeferredAction, channel: str | None = None) -> bool:
+    """Send fresh secrets for an open action; the old ones stop working at once."""
+    with transaction.atomic():
+        locked = DeferredAction.objects.select_for_update().filter(pk=action.pk).first()
+        if locked is None or not locked.is_open or locked.has_expired():
+            return False
+        deliveries = locked.deliveries.exclude(status=DeliveryStatus.CONFIRMED)
+        if channel is not None:
+            deliveries = deliveries.filter(channel=channel)
+        found = False
+        for delivery in deliveries.select_for_update():
+            restart(delivery)
+            found = True
+    return found
+
+
+def restart(delivery: Delivery) -> None:
+    """New generation: clears the digest and queues a new secret (caller holds the row lock)."""
+    delivery.generation += 1
+    delivery.secret_digest = ""
+    delivery.status = DeliveryStatus.QUEUED
+    delivery.status_detail = ""
+    delivery.attempts = 0
+    delivery.save(update_fields=["generation", "secret_digest", "status", "status_detail", "attempts",
+                                 "updated_at"])
+    dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation,
+                     queue=get_channel(delivery.channel).queue)
+
+
+def cancel(action: DeferredAction) -> bool:
+    """Withdraw an open action: its secrets stop working; True if it was open."""
+    with transaction.atomic():
+        locked = DeferredAction.objects.select_for_update().filter(pk=action.pk).first()
+        if locked is None or not locked.is_open:
+            return False
+        move(locked, State.CANCELLED)
+        close_deliveries(locked)
+    action.refresh_from_db()
+    return True

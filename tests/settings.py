@@ -1,0 +1,66 @@
+"""Test settings: PostgreSQL when TEST_DATABASE=postgres (the default in CI), SQLite otherwise.
+
+The broker is the machine's real Redis (TEST_REDIS_URL, default redis://127.0.0.1:6379/15)."""
+
+import os
+from datetime import timedelta
+
+SECRET_KEY = "tests-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
+SECRET_KEY_FALLBACKS = ["tests-old-secret-key-abcdefghijklmnopqrstuvwxyz0123456789"]
+DEBUG = False
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_celery_beat",
+    "django_integration",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]
+
+if os.environ.get("TEST_DATABASE", "sqlite") == "postgres":
+    DATABASES = {"default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ.get("PGDATABASE", "test"),
+        "USER": os.environ.get("PGUSER", "postgres"),
+        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+        "PORT": os.environ.get("PGPORT", "5432"),
+        "TEST": {"NAME": os.environ.get("TEST_PG_NAME", "test_deferred_confirmation")},
+    }}
+else:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:",
+                             "TEST": {"NAME": os.environ.get("TEST_SQLITE_NAME", "")}}}
+
+CELERY_BROKER_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CELERY_TASK_ALWAYS_EAGER = False
+
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+DEFAULT_FROM_EMAIL = "noreply@testserver"
+
+DEFERRED_CONFIRMATION = {
+    "SITE_URL": "https://confirm.example.org",
+    "RETENTION": timedelta(days=30),
+}

@@ -1,0 +1,58 @@
+"""The Celery app, configured from Django settings (``CELERY_*``), with this project's safe defaults.
+
+Defaults a project can override in its settings: late acks with reject-on-worker-lost and prefetch 1
+(a killed worker's task goes back to the queue, and a worker holds one task it has not started at most),
+one queue per channel plus apply and maintenance queues, task events on for Flower.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example.settings")
+
+app = Celery("workers")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+DEFAULTS = {
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "task_ignore_result": True,
+    "task_serializer": "json",
+    "accept_content": ["json"],
+    "worker_send_task_events": True,
+    "task_send_sent_event": True,
+    "broker_connection_retry_on_startup": True,
+}
+
+
+def _configure(conf) -> None:
+    from django.conf import settings
+
+    from pipeline.conf import app_settings
+
+    for key, value in DEFAULTS.items():
+        if not hasattr(settings, f"CELERY_{key.upper()}"):
+            conf[key] = value
+    if not conf.task_queues:
+        names = [conf.task_default_queue or "celery", *app_settings.queues()]
+        conf.task_queues = [Queue(name) for name in dict.fromkeys(names)]
+    routes = {
+        "confirmation.apply_action": {"queue": app_settings.APPLY_QUEUE},
+        "confirmation.expire_stale": {"queue": app_settings.MAINTENANCE_QUEUE},
+        "confirmation.purge": {"queue": app_settings.MAINTENANCE_QUEUE},
+        "confirmation.redrive": {"queue": app_settings.MAINTENANCE_QUEUE},
+    }
+    conf.task_routes = [routes, *([conf.task_routes] if conf.task_routes else [])]
+
+
+@app.on_after_configure.connect
+def _on_after_configure(sender, **kwargs) -> None:
+    _configure(sender.conf)
+
+
+app.autodiscover_tasks()

@@ -1,0 +1,75 @@
+"""The six tasks of DESIGN §6, each a thin caller of one lifecycle function.
+
+All are idempotent (running one twice has the effect of once), acknowledged late and rejected back to
+the queue if their worker dies.  Arguments are ids, generations and a sealed secret: nothing readable in
+the broker, in Flower or in the result backend.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
+from django.db import InterfaceError, OperationalError
+
+from pipeline import dispatch, lifecycle
+from pipeline.channels import TransientChannelError
+
+logger = logging.getLogger("deferred_confirmation.tasks")
+
+#: Database errors worth another try: lost connection, lock timeout, deadlock, serialization failure.
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+COMMON = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+    "autoretry_for": TRANSIENT_DB_ERRORS,
+    "retry_backoff": 2,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
+
+def backoff(retries: int) -> int:
+    """Exponential backoff with full jitter: 2 s, 4 s, 8 s … capped at 5 minutes."""
+    return get_exponential_backoff_interval(factor=2, retries=retries, maximum=300, full_jitter=True)
+
+
+@shared_task(name=dispatch.GENERATE_TOKEN, **COMMON)
+def generate_token(self, delivery_id: int, generation: int) -> bool:
+    return lifecycle.generate(delivery_id, generation)
+
+
+@shared_task(name=dispatch.SEND_NOTIFICATION, **COMMON)
+def send_notification(self, delivery_id: int, generation: int, sealed_secret: str) -> bool:
+    try:
+        return lifecycle.deliver(delivery_id, generation, sealed_secret)
+    except TransientChannelError as exc:
+        if self.request.retries >= self.max_retries:
+            lifecycle.delivery_failed(delivery_id, generation, f"gave up after {self.request.retries} retries: {exc}")
+            return False
+        logger.warning("delivery %s: transient error (%s), retry %d", delivery_id, exc, self.request.retries + 1)
+        raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from None
+
+
+@shared_task(name=dispatch.APPLY_ACTION, **COMMON)
+def apply_action(self, action_id: str) -> bool:
+    return lifecycle.apply(action_id)
+
+
+@shared_task(name=dispatch.EXPIRE_STALE, **COMMON)
+def expire_stale(self) -> int:
+    return lifecycle.expire()
+
+
+@shared_task(name=dispatch.PURGE, **COMMON)
+def purge(self) -> int:
+    return lifecycle.purge()
+
+
+@shared_task(name=dispatch.REDRIVE, **COMMON)
+def redrive(self) -> int:
+    return lifecycle.redrive()
