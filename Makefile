@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test test-sqlite test-postgres lint services
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+## Runs the whole pipeline on embedded defaults (SQLite, embedded Redis) and prints each step's timing.
+demo: $(VENV)/.installed
+	$(PY) -m example.demo
+
+services:
+	bash .ci/services
+
+## The test suite, on SQLite and then on PostgreSQL, against the real Redis, plus ruff.
+test: $(VENV)/.installed services
+	$(VENV)/bin/ruff check .
+	TEST_DATABASE=sqlite $(PY) -m pytest
+	TEST_DATABASE=postgres $(PY) -m pytest
+
+test-sqlite: $(VENV)/.installed
+	TEST_DATABASE=sqlite $(PY) -m pytest
+
+test-postgres: $(VENV)/.installed services
+	TEST_DATABASE=postgres $(PY) -m pytest

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real Redis broker, eager mode, an in-process Celery worker, mail helpers.
+
+Area-specific fixtures live in each area's own conftest.py (tests/forms, tests/web, tests/workers).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import redis
+from django.conf import settings
+from django.core import mail
+
+import workers
+
+LINK_RE = re.compile(r"/confirm/([A-Za-z0-9_-]{43})/")
+
+
+def link_token(message: mail.EmailMessage | str) -> str:
+    """The raw token in a confirmation mail (text body or the whole message as a string)."""
+    text = message if isinstance(message, str) else message.body
+    found = LINK_RE.search(text)
+    assert found, f"no confirmation link in: {text[:500]}"
+    return found.group(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_broker():
+    """The tests' Redis database starts empty: no message of an earlier run is delivered to this one."""
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    client.flushdb()
+    yield
+    client.flushdb()
+
+
+@pytest.fixture
+def eager(settings):
+    """Tasks run in place when enqueued (after commit), errors propagate."""
+    conf = workers.app.conf
+    saved = conf.task_always_eager, conf.task_eager_propagates
+    conf.task_always_eager = conf.task_eager_propagates = True
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    yield
+    conf.task_always_eager, conf.task_eager_propagates = saved
+
+
+@pytest.fixture
+def celery_worker_inprocess(transactional_db):
+    """A real Celery worker (thread pool) in this process, consuming every queue from the real Redis."""
+    from celery.contrib.testing.worker import start_worker
+
+    app = workers.app
+    app.conf.task_always_eager = False
+    with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING",
+                      shutdown_timeout=10) as worker:
+        yield worker
