@@ -81,10 +81,16 @@ def _check_names(where: str, names: object, channels: dict) -> list[Error]:
             for n in names if n not in channels]
 
 
+def _sends_links(conf: dict) -> bool:
+    try:
+        return getattr(import_string(conf["BACKEND"]), "secret_kind", None) == "link"
+    except ImportError:
+        return False  # reported by the channel check
+
+
 def _check_site_url(site_url: object, channels: dict) -> list[Error]:
     if site_url is None:
-        link_channels = [n for n in app_settings.CHANNELS if n == "email"]
-        if link_channels and isinstance(channels, dict):
+        if any(_sends_links(conf) for conf in app_settings.CHANNELS.values()):
             return [_error("SITE_URL is not set; confirmation links are built from it, never from a request.",
                            30, 'Set DEFERRED_CONFIRMATION["SITE_URL"] = "https://your.site".')]
         return []

@@ -3,7 +3,7 @@
 from pipeline.lifecycle.applying import ApplyRefused, apply
 from pipeline.lifecycle.confirming import ConfirmResult, ConfirmStatus, confirm, peek_link
 from pipeline.lifecycle.delivery import cancel, deliver, delivery_failed, generate, resend
-from pipeline.lifecycle.maintenance import expire, purge, redrive
+from pipeline.lifecycle.maintenance import expire, expire_now, purge, redrive
 from pipeline.lifecycle.staging import stage
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "deliver",
     "delivery_failed",
     "expire",
+    "expire_now",
     "generate",
     "peek_link",
     "purge",

@@ -15,8 +15,9 @@ from django_integration.models import DeferredAction, Delivery
 from django_integration.signals import action_expired
 from pipeline import dispatch
 from pipeline.conf import app_settings
+from pipeline.lifecycle.confirming import expire_one
 from pipeline.lifecycle.delivery import restart
-from pipeline.lifecycle.transitions import logger, signal_on_commit
+from pipeline.lifecycle.transitions import lock, logger, signal_on_commit
 from pipeline.states import OPEN, TERMINAL, DeliveryStatus, State
 
 
@@ -46,6 +47,16 @@ def expire(now: datetime | None = None, batch_size: int | None = None) -> int:
     if total:
         logger.info("expired %d actions", total, extra={"count": total})
     return total
+
+
+def expire_now(action: DeferredAction) -> bool:
+    """Expire one open action at once (operator's choice); True if it was open."""
+    with transaction.atomic():
+        locked = lock(action.pk)
+        if locked is None or not locked.is_open:
+            return False
+        expire_one(locked)
+    return True
 
 
 def purge(now: datetime | None = None, batch_size: int | None = None) -> int:
