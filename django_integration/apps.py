@@ -8,9 +8,8 @@ class ConfirmationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Register the shared tasks in every process, not only in workers (where autodiscovery runs), so
-        # dispatch finds them by name and CELERY_TASK_ALWAYS_EAGER runs them in place.
-        from django_integration import (
-            checks,  # noqa: F401  (registers the system check)
-            tasks,  # noqa: F401
-        )
+        # checks: registers the system check.  tasks: registers the shared tasks in every process, not only
+        # in workers (where autodiscovery runs), so dispatch finds them by name and eager mode runs them.
+        from django_integration import checks, logs, tasks  # noqa: F401
+
+        logs.install()  # link tokens out of django.request / django.security.csrf records

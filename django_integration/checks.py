@@ -28,9 +28,12 @@ def check_settings(app_configs=None, **kwargs) -> list[Error]:
         return [*errors, _error("CHANNELS must be a non-empty dict of channel name -> options.", 3)]
     for name, conf in channels.items():
         errors += _check_channel(name, conf)
-    for key in ("RETENTION", "REDRIVE_AFTER"):
-        if not isinstance(raw.get(key, DEFAULTS[key]), timedelta):
+    for key in ("RETENTION", "REDRIVE_AFTER", "RETRY_BACKOFF_MAX"):
+        value = raw.get(key, DEFAULTS[key])
+        if not isinstance(value, timedelta):
             errors.append(_error(f"{key} must be a datetime.timedelta.", 4))
+        elif value < timedelta(0):
+            errors.append(_error(f"{key} must not be negative.", 4))
     default_channels = raw.get("DEFAULT_CHANNELS", DEFAULTS["DEFAULT_CHANNELS"])
     if not isinstance(default_channels, list | tuple):
         errors.append(_error("DEFAULT_CHANNELS must be a list of channel names.", 5))

@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "SITE_URL": None,  # base of links in messages, e.g. "https://example.com"; never taken from a request
     "REDRIVE_AFTER": timedelta(minutes=10),  # an action stuck in pending/confirmed this long is re-enqueued
     "BATCH_SIZE": 500,  # rows per transaction in expire/purge/redrive
+    # cap of the exponential backoff (2 s, 4 s, 8 s ..., full jitter) between retries of a transient channel error
+    "RETRY_BACKOFF_MAX": timedelta(minutes=5),
     "APPLY_QUEUE": "confirmation.apply",
     "MAINTENANCE_QUEUE": "confirmation.maintenance",
     "FROM_EMAIL": None,  # None: settings.DEFAULT_FROM_EMAIL

@@ -7,10 +7,13 @@ sensitive fields (PasswordInput widgets and the form's ``sensitive_fields``) are
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
@@ -20,6 +23,8 @@ from django.utils.datastructures import MultiValueDict
 from pipeline import crypto
 
 SEALED = "__sealed__"
+# PostgreSQL's jsonb cannot hold U+0000; such strings are stored base64-encoded under this tag.
+NUL_SAFE = "__b64__"
 _PURPOSE = "form_data"
 
 
@@ -30,6 +35,8 @@ def sensitive_field_names(form: forms.BaseForm) -> set[str]:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, str) and "\x00" in value:
+        return {NUL_SAFE: base64.b64encode(value.encode("utf-8", "surrogatepass")).decode("ascii")}
     if value is None or isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, models.Model):
@@ -76,6 +83,11 @@ def load(stored: dict[str, list[Any]]) -> MultiValueDict:
                     value = json.loads(crypto.open_sealed(_PURPOSE, value[SEALED]))
                 except (crypto.InvalidToken, ValueError, TypeError) as exc:
                     raise ValueError(f"sealed value of {key!r} cannot be opened (SECRET_KEY changed?)") from exc
+            if isinstance(value, dict) and set(value) == {NUL_SAFE}:
+                try:
+                    value = base64.b64decode(value[NUL_SAFE], validate=True).decode("utf-8", "surrogatepass")
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"encoded value of {key!r} is malformed") from exc
             opened.append(value)
         data.setlist(key, opened)
     return data
@@ -94,8 +106,15 @@ def _field_value(instance: models.Model, name: str) -> Any:
     return value
 
 
-def fingerprint(form_class: type[forms.BaseForm], instance: models.Model) -> str:
+def fingerprint(form_class: type[forms.BaseForm], instance: models.Model, secret: str | None = None) -> str:
     """A keyed hash of ``instance``'s current values in the fields ``form_class`` edits."""
     values = {name: _field_value(instance, name) for name in sorted(form_class.base_fields)}
     payload = json.dumps(values, cls=DjangoJSONEncoder, sort_keys=True, default=str)
-    return salted_hmac("deferred_confirmation.fingerprint", payload, algorithm="sha256").hexdigest()
+    return salted_hmac("deferred_confirmation.fingerprint", payload, secret=secret, algorithm="sha256").hexdigest()
+
+
+def fingerprint_matches(form_class: type[forms.BaseForm], instance: models.Model, stored: str) -> bool:
+    """Whether ``instance`` still has the values fingerprinted as ``stored``, under the current or any
+    ``SECRET_KEY_FALLBACKS`` key (a key rotation between request and confirmation is not a change)."""
+    keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return any(hmac.compare_digest(fingerprint(form_class, instance, key), stored) for key in keys)

@@ -64,7 +64,11 @@ def code_digest(delivery_id: int, code: str) -> str:
 
 def check_code(delivery_id: int, code: str, stored_digest: str) -> bool:
     """Constant-time check of a code against a stored digest, under every configured key."""
-    if not stored_digest:
+    if not stored_digest or not isinstance(code, str):
+        return False
+    try:
+        code.encode()
+    except UnicodeEncodeError:  # lone surrogates: never a code we sent, and HMAC cannot take them
         return False
     matched = False
     for key in _keys():  # no early exit: the time taken does not depend on which key matched

@@ -64,3 +64,11 @@ DEFERRED_CONFIRMATION = {
     "SITE_URL": "https://confirm.example.org",
     "RETENTION": timedelta(days=30),
 }
+
+# Knobs for processes the tests start (tests/workers): a `celery -A workers worker` subprocess that shares
+# the test run's database (the test database's name, or the SQLite file) and writes its mail to files.
+if os.environ.get("DC_TEST_SHARED_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["DC_TEST_SHARED_DB_NAME"]
+if os.environ.get("DC_TEST_EMAIL_FILE_PATH"):
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = os.environ["DC_TEST_EMAIL_FILE_PATH"]

@@ -15,6 +15,7 @@ from django.db import InterfaceError, OperationalError
 
 from pipeline import dispatch, lifecycle
 from pipeline.channels import TransientChannelError
+from pipeline.conf import app_settings
 
 logger = logging.getLogger("deferred_confirmation.tasks")
 
@@ -34,8 +35,9 @@ COMMON = {
 
 
 def backoff(retries: int) -> int:
-    """Exponential backoff with full jitter: 2 s, 4 s, 8 s … capped at 5 minutes."""
-    return get_exponential_backoff_interval(factor=2, retries=retries, maximum=300, full_jitter=True)
+    """Exponential backoff with full jitter: 2 s, 4 s, 8 s … capped at RETRY_BACKOFF_MAX (default 5 minutes)."""
+    maximum = int(app_settings.RETRY_BACKOFF_MAX.total_seconds())
+    return get_exponential_backoff_interval(factor=2, retries=retries, maximum=maximum, full_jitter=True)
 
 
 @shared_task(name=dispatch.GENERATE_TOKEN, **COMMON)

@@ -62,6 +62,8 @@ class EmailChannel(BaseChannel):
         try:
             message.send()
         except smtplib.SMTPRecipientsRefused as exc:
+            if all(400 <= code < 500 for code, _msg in exc.recipients.values()):  # greylisting, mailbox busy
+                raise TransientChannelError(_smtp_reason(exc), code="recipient-deferred") from exc
             raise PermanentChannelError(_smtp_reason(exc), code="recipient-refused") from exc
         except smtplib.SMTPResponseException as exc:
             error = PermanentChannelError if 500 <= exc.smtp_code < 600 else TransientChannelError

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, DataError, IntegrityError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -65,7 +65,7 @@ def _write(action: Any) -> Any:
         if instance is None:
             raise ApplyRefused(f"The {model._meta.verbose_name} this change was for no longer exists.")
         if not getattr(form_class, "allow_stale", False) and action.target_fingerprint and (
-                formdata.fingerprint(form_class, instance) != action.target_fingerprint):
+                not formdata.fingerprint_matches(form_class, instance, action.target_fingerprint)):
             raise ApplyRefused(f"stale: the {model._meta.verbose_name} was changed after this change was "
                                "requested; request it again.")
     try:
@@ -73,17 +73,21 @@ def _write(action: Any) -> Any:
     except ValueError as exc:
         raise ApplyRefused(f"The stored form data is unreadable: {exc}.") from exc
     try:
-        form = form_class.rebuild(action=action, data=data, instance=instance)
-        if not form.is_valid():
-            raise ApplyRefused(_errors_text(form))
-        with transaction.atomic():  # a savepoint: a failed save leaves nothing behind
+        # A savepoint: a failed validation or save leaves nothing behind, and a query that tampered
+        # data made fail (PostgreSQL) does not poison the transaction the failure is recorded in.
+        with transaction.atomic():
+            form = form_class.rebuild(action=action, data=data, instance=instance)
+            if not form.is_valid():
+                raise ApplyRefused(_errors_text(form))
             return form.save_confirmed()
     except ApplyRefused:
         raise
-    except (IntegrityError, ValidationError, ObjectDoesNotExist, ValueError, TypeError) as exc:
+    except (IntegrityError, DataError, ValidationError, ObjectDoesNotExist, ValueError, TypeError,
+            OverflowError) as exc:
         # IntegrityError: a unique value taken between validation and save; the others: data that no
-        # longer fits the model.  DatabaseErrors that are not these (lost connection, lock timeout,
-        # serialization failure) propagate so the task retries.
+        # longer fits the model (OverflowError: SQLite given an integer beyond 64 bits).  DatabaseErrors
+        # that are not these (lost connection, lock timeout, serialization failure) propagate so the
+        # task retries.
         raise ApplyRefused(f"The change could not be saved: {exc}") from exc
 
 

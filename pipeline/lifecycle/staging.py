@@ -49,7 +49,7 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
             object_pk=str(instance.pk) if instance is not None else None,
             target_fingerprint=formdata.fingerprint(type(form), instance) if instance is not None else "",
             user=user if getattr(user, "pk", None) else None,
-            description=description or "",
+            description=(description or "").replace("\x00", "\ufffd"),  # text columns refuse NUL
             channel_policy=getattr(form, "confirmation_policy", "any"),
             created_at=now,
             valid_until=valid_until,

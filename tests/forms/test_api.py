@@ -1,0 +1,90 @@
+"""pending_for, resend and cancel (DESIGN §3)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core import mail
+from django.utils import timezone
+
+import pipeline
+from django_integration.models import DeferredAction
+from tests.conftest import link_token
+from tests.testapp.forms import ProfileEmailForm, ProfileForm
+from tests.testapp.models import Profile
+
+
+def test_pending_for_counts_open_unexpired_actions_of_that_object(flow):
+    mine = Profile.objects.create(email="mine@example.org")
+    theirs = Profile.objects.create(email="theirs@example.org")
+    assert DeferredAction.objects.pending_for(mine) == 0
+
+    flow.request(ProfileEmailForm, {"email": "a@example.org"}, instance=mine)
+    flow.request(ProfileEmailForm, {"email": "b@example.org"}, instance=mine,
+                 valid_until=timezone.now() - timedelta(minutes=1))  # already past its time
+    cancelled, _ = flow.request(ProfileEmailForm, {"email": "c@example.org"}, instance=mine)
+    pipeline.cancel(cancelled)
+    flow.request(ProfileEmailForm, {"email": "d@example.org"}, instance=theirs)
+    flow.request(ProfileForm, {"email": "e@example.org"})  # a create points at nothing yet
+    assert DeferredAction.objects.pending_for(mine) == 1
+    assert DeferredAction.objects.pending_for(theirs) == 1
+
+    second, token = flow.request(ProfileEmailForm, {"email": "f@example.org"}, instance=mine)
+    assert DeferredAction.objects.pending_for(mine) == 2
+
+    flow.confirm(token)  # applied: no longer waiting
+    second.refresh_from_db()
+    assert second.state == "applied"
+    assert DeferredAction.objects.pending_for(mine) == 1
+
+
+def test_resend_kills_the_old_link_and_the_new_one_works(flow):
+    profile = Profile.objects.create(email="old@example.org")
+    action, old_token = flow.request(ProfileEmailForm, {"email": "new@example.org"}, instance=profile)
+
+    assert flow.run(pipeline.resend, action) is True
+
+    assert len(mail.outbox) == 2
+    new_token = link_token(mail.outbox[-1])
+    assert new_token != old_token
+    assert mail.outbox[-1].to == ["new@example.org"]
+    assert flow.confirm(old_token).status == "invalid"
+    assert Profile.objects.get().email == "old@example.org"
+
+    assert flow.confirm(new_token).status == "confirmed"
+
+    action.refresh_from_db()
+    assert action.state == "applied"
+    assert Profile.objects.get().email == "new@example.org"
+    assert flow.run(pipeline.resend, action) is False  # nothing left to resend
+    assert len(mail.outbox) == 2
+
+
+def test_cancel_stops_the_link_and_is_true_only_once(flow):
+    profile = Profile.objects.create(email="old@example.org")
+    action, token = flow.request(ProfileEmailForm, {"email": "new@example.org"}, instance=profile)
+
+    assert pipeline.cancel(action) is True
+    assert action.state == "cancelled"  # the caller's object is refreshed
+
+    assert pipeline.cancel(action) is False
+    result = flow.confirm(token)
+    assert result.status == "invalid"
+    assert flow.run(pipeline.resend, action) is False
+    assert len(mail.outbox) == 1
+    action.refresh_from_db()
+    assert action.state == "cancelled"
+    assert Profile.objects.get().email == "old@example.org"
+    assert DeferredAction.objects.pending_for(profile) == 0
+
+
+def test_an_applied_action_cannot_be_cancelled(flow):
+    profile = Profile.objects.create(email="old@example.org")
+    action, token = flow.request(ProfileEmailForm, {"email": "new@example.org"}, instance=profile)
+    flow.confirm(token)
+
+    assert pipeline.cancel(action) is False
+
+    action.refresh_from_db()
+    assert action.state == "applied"
+    assert Profile.objects.get().email == "new@example.org"

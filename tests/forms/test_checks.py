@@ -1,0 +1,98 @@
+"""The system check of DEFERRED_CONFIRMATION names what is wrong."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.checks import Error, run_checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+
+SITE = "https://confirm.example.org"
+
+
+def problems() -> list[Error]:
+    return [m for m in run_checks() if m.id.startswith("confirmation.")]
+
+
+def only_problem(settings, conf: dict) -> Error:
+    settings.DEFERRED_CONFIRMATION = conf
+    found = problems()
+    assert len(found) == 1, [m.msg for m in found]
+    assert found[0].is_serious() and found[0].obj == "DEFERRED_CONFIRMATION"
+    return found[0]
+
+
+def test_the_test_settings_pass(settings):
+    assert problems() == []
+    settings.DEFERRED_CONFIRMATION = {
+        "SITE_URL": SITE,
+        "CHANNELS": {"email": {"EXPIRES": timedelta(hours=1), "MAX_ATTEMPTS": None, "QUEUE": "mail",
+                               "RATE_LIMIT": "10/m", "OPTIONS": {}}},
+        "ROUTES": {"tests.testapp.forms.ProfileEmailForm": ["email"], "testapp.profile": "email"},
+        "DEFAULT_CHANNELS": ["email"],
+        "RETENTION": timedelta(days=1),
+        "BATCH_SIZE": 10,
+    }
+    assert problems() == []
+
+
+def test_an_unknown_top_level_key_is_named(settings):
+    error = only_problem(settings, {"SITE_URL": SITE, "CHANELS": {"email": {}}})
+    assert "'CHANELS'" in error.msg
+    assert "CHANNELS" in error.hint
+
+
+def test_an_unknown_channel_in_routes_is_named(settings):
+    error = only_problem(settings, {"SITE_URL": SITE, "ROUTES": {"accounts.forms.EmailChangeForm": ["pigeon"]}})
+    assert "'pigeon'" in error.msg and "accounts.forms.EmailChangeForm" in error.msg
+    assert "email" in error.hint
+
+
+def test_an_unknown_default_channel_is_named(settings):
+    error = only_problem(settings, {"SITE_URL": SITE, "DEFAULT_CHANNELS": ["email", "pigeon"]})
+    assert "DEFAULT_CHANNELS" in error.msg and "'pigeon'" in error.msg
+
+
+def test_an_unimportable_backend_is_named(settings):
+    error = only_problem(settings, {"SITE_URL": SITE, "CHANNELS": {
+        "email": {}, "fax": {"BACKEND": "nowhere.channels.FaxChannel"}}})
+    assert "'fax'" in error.msg and "nowhere.channels.FaxChannel" in error.msg
+
+
+def test_a_custom_channel_without_a_backend_is_named(settings):
+    error = only_problem(settings, {"SITE_URL": SITE, "CHANNELS": {"email": {}, "fax": {}}})
+    assert "'fax'" in error.msg and "BACKEND" in error.msg
+
+
+@pytest.mark.parametrize("expires", [3, "3 days", timedelta(0), timedelta(days=-1)])
+def test_a_bad_expires_is_named(settings, expires):
+    error = only_problem(settings, {"SITE_URL": SITE, "CHANNELS": {"email": {"EXPIRES": expires}}})
+    assert "'email'" in error.msg and "EXPIRES" in error.msg and "timedelta" in error.msg
+
+
+def test_a_missing_site_url_is_named(settings):
+    error = only_problem(settings, {})
+    assert "SITE_URL" in error.msg
+    assert "SITE_URL" in error.hint
+
+
+@pytest.mark.parametrize("site_url", ["confirm.example.org", "ftp://confirm.example.org", "https://", 42])
+def test_an_invalid_site_url_is_named(settings, site_url):
+    error = only_problem(settings, {"SITE_URL": site_url})
+    assert "SITE_URL" in error.msg and repr(site_url) in error.msg
+
+
+def test_several_problems_are_all_reported(settings):
+    settings.DEFERRED_CONFIRMATION = {"SITE_URL": "nope", "COLOUR": "blue", "DEFAULT_CHANNELS": ["pigeon"],
+                                      "CHANNELS": {"email": {"EXPIRES": 5, "COLOR": 1}}}
+    text = "\n".join(m.msg for m in problems())
+    for expected in ("'COLOUR'", "'pigeon'", "EXPIRES", "'COLOR'", "'nope'"):
+        assert expected in text
+
+
+def test_manage_py_check_fails_naming_the_problem(settings):
+    settings.DEFERRED_CONFIRMATION = {"SITE_URL": SITE, "DEFAULT_CHANNELS": ["pigeon"]}
+    with pytest.raises(SystemCheckError, match="pigeon"):
+        call_command("check")
