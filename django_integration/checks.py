@@ -46,6 +46,7 @@ def check_settings(app_configs=None, **kwargs) -> list[Error]:
         for target, names in routes.items():
             errors += _check_names(f"ROUTES[{target!r}]", [names] if isinstance(names, str) else names, channels)
     errors += _check_site_url(raw.get("SITE_URL"), channels)
+    errors += _check_celery_app(raw.get("CELERY_APP", DEFAULTS["CELERY_APP"]))
     batch = raw.get("BATCH_SIZE", DEFAULTS["BATCH_SIZE"])
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         errors.append(_error("BATCH_SIZE must be a positive integer.", 7))
@@ -75,6 +76,18 @@ def _check_channel(name: str, conf: object) -> list[Error]:
     if "OPTIONS" in conf and not isinstance(conf["OPTIONS"], dict):
         errors.append(_error(f"CHANNELS[{name!r}] OPTIONS must be a dict.", 16))
     return errors
+
+
+def _check_celery_app(path: object) -> list[Error]:
+    from celery import Celery
+
+    try:
+        app = import_string(path) if isinstance(path, str) else None
+    except ImportError as exc:
+        return [_error(f"CELERY_APP {path!r} cannot be imported: {exc}", 8)]
+    if not isinstance(app, Celery):
+        return [_error(f"CELERY_APP {path!r} is not a Celery app.", 8, 'e.g. "proj.celery.app"')]
+    return []
 
 
 def _check_names(where: str, names: object, channels: dict) -> list[Error]:

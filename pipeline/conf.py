@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 500,  # rows per transaction in expire/purge/redrive
     # cap of the exponential backoff (2 s, 4 s, 8 s ..., full jitter) between retries of a transient channel error
     "RETRY_BACKOFF_MAX": timedelta(minutes=5),
+    # dotted path of the Celery app that publishes the tasks; set your project's own app here if you have one
+    "CELERY_APP": "workers.app",
     "APPLY_QUEUE": "confirmation.apply",
     "MAINTENANCE_QUEUE": "confirmation.maintenance",
     "FROM_EMAIL": None,  # None: settings.DEFAULT_FROM_EMAIL

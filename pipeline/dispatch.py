@@ -11,8 +11,11 @@ import logging
 from functools import partial
 from typing import Any
 
-from celery import current_app
+from celery import Celery
 from django.db import transaction
+from django.utils.module_loading import import_string
+
+from pipeline.conf import app_settings
 
 logger = logging.getLogger("deferred_confirmation.dispatch")
 
@@ -24,14 +27,22 @@ def enqueue(task_name: str, *args: Any, queue: str | None = None, countdown: flo
     transaction.on_commit(partial(_publish, task_name, args, queue, countdown), robust=True)
 
 
+def celery_app() -> Celery:
+    """The app named by CELERY_APP.  Not ``celery.current_app``: that is per thread, and in a thread other
+    than the one that created the project's app (a threaded web server's) it is Celery's unconfigured
+    fallback app, which would publish to the wrong broker."""
+    return import_string(app_settings.CELERY_APP)
+
+
 def _publish(task_name: str, args: tuple, queue: str | None, countdown: float | None) -> None:
     options = {"queue": queue, "countdown": countdown, "retry": True, "retry_policy": PUBLISH_RETRY_POLICY}
-    task = current_app.tasks.get(task_name)
+    app = celery_app()
+    task = app.tasks.get(task_name)
     try:
         if task is not None:  # honours CELERY_TASK_ALWAYS_EAGER
             task.apply_async(args=args, **options)
         else:
-            current_app.send_task(task_name, args=args, **options)
+            app.send_task(task_name, args=args, **options)
     except Exception:
         logger.exception("could not enqueue %s%s; redrive will retry", task_name, _safe_args(args))
 

@@ -3,6 +3,7 @@
 The broker is the machine's real Redis (TEST_REDIS_URL, default redis://127.0.0.1:6379/15)."""
 
 import os
+import tempfile
 from datetime import timedelta
 
 SECRET_KEY = "tests-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
@@ -51,8 +52,16 @@ if os.environ.get("TEST_DATABASE", "sqlite") == "postgres":
         "TEST": {"NAME": os.environ.get("TEST_PG_NAME", "test_deferred_confirmation")},
     }}
 else:
-    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:",
-                             "TEST": {"NAME": os.environ.get("TEST_SQLITE_NAME", "")}}}
+    # A file, as in the embedded default, so worker subprocesses share the test database; WAL and a busy
+    # timeout as example/settings.py uses for web + worker + beat on one file.
+    DATABASES = {"default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.path.join(tempfile.gettempdir(), "deferred-confirmation.sqlite3"),
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
+                    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+        "TEST": {"NAME": os.environ.get("TEST_SQLITE_NAME",
+                                        os.path.join(tempfile.gettempdir(), "test-deferred-confirmation.sqlite3"))},
+    }}
 
 CELERY_BROKER_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 CELERY_TASK_ALWAYS_EAGER = False

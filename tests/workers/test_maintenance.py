@@ -1,0 +1,194 @@
+"""The periodic sweeps, run through their Celery tasks: expire_stale, purge, redrive (the outbox sweeper)."""
+
+from contextlib import nullcontext
+from datetime import timedelta
+
+import pytest
+from celery.signals import before_task_publish
+from django.core import mail
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+import pipeline
+import workers
+from django_integration.models import DeferredAction, Delivery
+from pipeline import dispatch
+from pipeline.states import DeliveryStatus, State
+from tests.conftest import link_token
+from tests.testapp.models import Profile
+from tests.workers.conftest import messages_lost, stage_change
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _run(task_name):
+    """Send the task the way beat does (by name, no arguments) and return its result (eager: in place)."""
+    return workers.app.tasks[task_name].delay().get(timeout=30)
+
+
+def _mails_to(address):
+    return [m for m in mail.outbox if m.to == [address]]
+
+
+def _state(action):
+    return DeferredAction.objects.get(pk=action.pk).state
+
+
+def _age(actions, **delta):
+    """Make ``actions`` look last touched ``delta`` ago (updated_at is auto_now, so via update())."""
+    DeferredAction.objects.filter(pk__in=[a.pk for a in actions]).update(updated_at=timezone.now() - timedelta(**delta))
+
+
+# --- expire -------------------------------------------------------------------------------------------
+def test_expire_stale_marks_open_actions_past_valid_until_expired_in_batches(eager, confirmation_settings,
+                                                                              signal_log):
+    confirmation_settings(BATCH_SIZE=2)
+    past = timezone.now() - timedelta(minutes=1)
+    notified = [stage_change(f"exp-n{i}@example.org", f"exp-n{i}-new@example.org", valid_until=past)[1]
+                for i in range(3)]
+    with messages_lost():  # still pending: their generate_token never ran
+        pending = [stage_change(f"exp-p{i}@example.org", f"exp-p{i}-new@example.org", valid_until=past)[1]
+                   for i in range(2)]
+    fresh = [stage_change(f"exp-f{i}@example.org", f"exp-f{i}-new@example.org")[1] for i in range(2)]
+    _profile, confirmed = stage_change("exp-c@example.org", "exp-c-new@example.org")
+    with messages_lost():  # confirmed, apply not run yet
+        assert pipeline.confirm(link_token(_mails_to("exp-c-new@example.org")[0])).ok
+    _profile, applied = stage_change("exp-a@example.org", "exp-a-new@example.org")
+    assert pipeline.confirm(link_token(_mails_to("exp-a-new@example.org")[0])).ok
+    DeferredAction.objects.filter(pk__in=[confirmed.pk, applied.pk]).update(valid_until=past)
+    assert {_state(a) for a in notified} == {State.NOTIFIED}
+    assert {_state(a) for a in pending} == {State.PENDING}
+
+    with CaptureQueriesContext(connection) as queries:
+        assert _run(dispatch.EXPIRE_STALE) == 5
+
+    stale = notified + pending
+    assert {_state(a) for a in stale} == {State.EXPIRED}
+    assert {_state(a) for a in fresh} == {State.NOTIFIED}
+    assert _state(confirmed) == State.CONFIRMED
+    assert _state(applied) == State.APPLIED
+    assert set(Delivery.objects.filter(action__in=stale).values_list("status", flat=True)) == {
+        DeliveryStatus.SUPERSEDED}
+    assert sum(signal_log.count("action_expired", a.pk) for a in stale) == 5
+    assert signal_log.count("action_expired") == 5
+    updates = [q for q in queries if q["sql"].startswith('UPDATE "confirmation_deferredaction"')]
+    assert len(updates) == 3  # 5 rows in batches of 2
+    # an expired action's link says so, and nothing is applied
+    assert pipeline.confirm(link_token(_mails_to("exp-n0-new@example.org")[0])).status == "expired"
+    assert Profile.objects.get(email="exp-n0@example.org")
+    # a second sweep has nothing left to do
+    assert _run(dispatch.EXPIRE_STALE) == 0
+
+
+# --- purge --------------------------------------------------------------------------------------------
+def test_purge_deletes_old_terminal_actions_with_their_deliveries(eager, confirmation_settings):
+    confirmation_settings(BATCH_SIZE=2, RETENTION=timedelta(days=30))
+
+    def staged(name):
+        return stage_change(f"purge-{name}@example.org", f"purge-{name}-new@example.org")[1]
+
+    def confirmed(name, apply_lost=False):
+        action = staged(name)
+        with messages_lost() if apply_lost else nullcontext():
+            assert pipeline.confirm(link_token(_mails_to(f"purge-{name}-new@example.org")[0])).ok
+        return action
+
+    old_applied, old_cancelled, old_expired, old_failed = (
+        confirmed("applied"), staged("cancelled"), staged("expired"), staged("failed"))
+    assert pipeline.cancel(old_cancelled)
+    DeferredAction.objects.filter(pk=old_expired.pk).update(valid_until=timezone.now())
+    assert _run(dispatch.EXPIRE_STALE) == 1
+    DeferredAction.objects.filter(pk=old_failed.pk).update(state=State.FAILED, failure_reason="test")
+    recent_applied = confirmed("recent")
+    old_open = staged("open")
+    old_confirmed = confirmed("confirmed", apply_lost=True)
+    doomed = [old_applied, old_cancelled, old_expired, old_failed]
+    _age([*doomed, old_open, old_confirmed], days=31)
+    _age([recent_applied], days=29)
+    assert _state(old_confirmed) == State.CONFIRMED and _state(old_open) == State.NOTIFIED
+    doomed_deliveries = list(Delivery.objects.filter(action__in=doomed).values_list("pk", flat=True))
+    assert len(doomed_deliveries) == 4
+
+    assert _run(dispatch.PURGE) == 4
+
+    assert not DeferredAction.objects.filter(pk__in=[a.pk for a in doomed]).exists()
+    assert not Delivery.objects.filter(pk__in=doomed_deliveries).exists()
+    kept = [recent_applied, old_open, old_confirmed]
+    assert DeferredAction.objects.filter(pk__in=[a.pk for a in kept]).count() == 3
+    assert Delivery.objects.filter(action__in=kept).count() == 3
+    assert _run(dispatch.PURGE) == 0
+
+
+# --- redrive ------------------------------------------------------------------------------------------
+@pytest.fixture
+def published():
+    messages = []
+
+    def receiver(sender=None, body=None, **kwargs):
+        messages.append((sender, tuple(body[0])))
+
+    before_task_publish.connect(receiver, weak=False)
+    yield messages
+    before_task_publish.disconnect(receiver)
+
+
+def test_redrive_reenqueues_actions_stuck_in_pending_and_confirmed(eager, confirmation_settings, published,
+                                                                  signal_log):
+    confirmation_settings(BATCH_SIZE=2, REDRIVE_AFTER=timedelta(minutes=10))
+    with messages_lost():
+        # never generated (generate_token lost)
+        _p, queued = stage_change("rd-q@example.org", "rd-q-new@example.org")
+        # generated, but the mail with the secret was lost
+        _p, generated = stage_change("rd-g@example.org", "rd-g-new@example.org")
+        delivery = Delivery.objects.get(action=generated)
+        assert workers.app.tasks[dispatch.GENERATE_TOKEN].apply(args=[delivery.pk, delivery.generation]).get()
+        # recent: not stuck yet
+        _p, recent = stage_change("rd-r@example.org", "rd-r-new@example.org")
+        # stuck, but already past its validity: expire's business, not redrive's
+        _p, overdue = stage_change("rd-o@example.org", "rd-o-new@example.org",
+                                   valid_until=timezone.now() + timedelta(seconds=1))
+    lost_send = [args for name, args in published if name == dispatch.SEND_NOTIFICATION]
+    assert len(lost_send) == 1
+    old = Delivery.objects.get(action=generated)
+    assert old.status == DeliveryStatus.GENERATED and old.secret_digest
+    # confirmed, but the apply message was lost
+    profile_c, confirmed = stage_change("rd-c@example.org", "rd-c-new@example.org")
+    with messages_lost():
+        assert pipeline.confirm(link_token(_mails_to("rd-c-new@example.org")[0])).ok
+    # notified: waiting for the person, nothing to redrive
+    _p, notified = stage_change("rd-n@example.org", "rd-n-new@example.org")
+    DeferredAction.objects.filter(pk=overdue.pk).update(valid_until=timezone.now() - timedelta(seconds=1))
+    _age([queued, generated, overdue, confirmed, notified], minutes=20)
+    _age([recent], minutes=5)
+    generations = dict(Delivery.objects.values_list("action_id", "generation"))
+    mails_before = len(mail.outbox)
+
+    assert _run(dispatch.REDRIVE) == 3
+
+    # pending: a new generation, a new secret, a mail; the lost one can no longer be sent
+    for action in (queued, generated):
+        new = Delivery.objects.get(action=action)
+        assert new.generation == generations[action.pk] + 1
+        assert new.status == DeliveryStatus.SENT
+        assert _state(action) == State.NOTIFIED
+    assert Delivery.objects.get(action=generated).secret_digest != old.secret_digest
+    assert workers.app.tasks[dispatch.SEND_NOTIFICATION].apply(args=lost_send[0]).get() is False
+    assert len(_mails_to("rd-q-new@example.org")) == 1
+    assert len(_mails_to("rd-g-new@example.org")) == 1
+    # confirmed: applied now, once
+    assert _state(confirmed) == State.APPLIED
+    profile_c.refresh_from_db()
+    assert (profile_c.email, profile_c.nickname) == ("rd-c-new@example.org", "+")
+    assert signal_log.count("change_confirmed", confirmed.pk) == 1
+    # the others untouched
+    for action in (recent, overdue, notified):
+        assert Delivery.objects.get(action=action).generation == generations[action.pk]
+    assert _state(recent) == State.PENDING and _state(overdue) == State.PENDING
+    assert _state(notified) == State.NOTIFIED
+    assert len(mail.outbox) == mails_before + 2
+    # the redriven mail works
+    assert pipeline.confirm(link_token(_mails_to("rd-g-new@example.org")[0])).ok
+    assert Profile.objects.filter(email="rd-g-new@example.org").exists()
+    # the sweep touched what it redrove: not picked up again before REDRIVE_AFTER passes
+    assert _run(dispatch.REDRIVE) == 0
