@@ -68,7 +68,7 @@ class DeferredActionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Resend secrets (old ones stop working)", permissions=["operate"])
     def resend_secrets(self, request: HttpRequest, queryset: QuerySet) -> None:
-        done = sum(lifecycle.resend(action) for action in queryset)
+        done = sum(bool(lifecycle.resend(action)) for action in queryset)
         self._report(request, "Resent", done, queryset.count())
 
     @admin.action(description="Cancel", permissions=["operate"])

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib.auth import get_user_model
 
+from pipeline import limits
 from pipeline.lifecycle import stage
+from pipeline.lifecycle.staging import form_route, recipients_for
 
 if TYPE_CHECKING:
     from django_integration.models import DeferredAction
@@ -24,14 +26,17 @@ class DeferredForm(forms.ModelForm):
     - ``recipient_field``: the cleaned field holding where the secret goes (or override ``get_recipient``).
     - ``sensitive_fields``: extra fields sealed at rest (``PasswordInput`` fields always are).
     - ``allow_stale``: apply even if the target row changed since the request (default False).
-    - ``confirmation_policy``: ``"any"`` (one confirmed channel suffices) or ``"all"``.
+    - ``confirmation_policy``: ``"any"`` (one confirmed channel suffices) or ``"all"``; default: the route's,
+      else ``"any"``.
     """
 
     confirmation_channels: list[str] | None = None
     recipient_field: str | None = None
     sensitive_fields: tuple[str, ...] = ()
     allow_stale = False
-    confirmation_policy = "any"
+    confirmation_policy: str | None = None
+    #: True while the form is rebuilt in a worker to send or apply a confirmed change.
+    confirming = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -39,6 +44,23 @@ class DeferredForm(forms.ModelForm):
         # the caller's object (often request.user) keeps showing what is really stored until confirmation.
         if self.instance.pk is not None:
             self.instance = copy.copy(self.instance)
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        if not self.confirming and not self._errors:
+            self._check_send_limits()
+
+    def _check_send_limits(self) -> None:
+        """Too many secrets sent to this recipient lately: a form error now, not a failure in save()."""
+        try:
+            recipients = recipients_for(self, form_route(self).channels)
+        except ValueError:
+            return  # no route or no recipient: save() reports that programming error
+        for channel, recipient in recipients.items():
+            refusal = limits.check_send(channel, recipient)
+            if refusal is not None:
+                self.add_error(None, refusal.message)
+                return
 
     def get_recipient(self, channel: str) -> str | None:
         """Where ``channel`` sends the secret: ``recipient_field``'s value, else the user's email address."""

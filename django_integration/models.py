@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from django.conf import settings
@@ -86,13 +87,17 @@ class DeferredAction(models.Model):
 class Delivery(models.Model):
     action = models.ForeignKey(DeferredAction, on_delete=models.CASCADE, related_name="deliveries")
     channel = models.CharField(max_length=32)
-    recipient = models.CharField(max_length=320)
+    # An address, a phone number (E.164), or for letters and bank accounts a JSON object; PII, purged.
+    recipient = models.TextField()
     secret_digest = models.CharField(max_length=64, blank=True, default="", db_index=True)
     generation = models.PositiveIntegerField(default=0, help_text="Bumped by resend: older secrets die.")
     attempts = models.PositiveIntegerField(default=0, help_text="Wrong secrets entered.")
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
     status_detail = models.TextField(blank=True, default="", help_text="Provider's reason on failure.")
     provider_ref = models.CharField(max_length=255, blank=True, default="")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="When this channel's secret dies.")
+    send_attempts = models.PositiveIntegerField(
+        default=0, help_text="Calls to the provider for this generation (>0: an earlier call may have reached it).")
     sent_at = models.DateTimeField(null=True, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -101,6 +106,7 @@ class Delivery(models.Model):
     class Meta:
         app_label = "confirmation"
         verbose_name_plural = "deliveries"
+        indexes = [models.Index(fields=["channel", "provider_ref"], name="confirmation_provider_ref")]
         constraints = [models.UniqueConstraint(fields=["action", "channel"], name="confirmation_one_per_channel")]
 
     def __str__(self) -> str:
@@ -110,11 +116,72 @@ class Delivery(models.Model):
     def masked_recipient(self) -> str:
         return mask_recipient(self.recipient)
 
+    @property
+    def idempotency_key(self) -> str:
+        """One key per delivery and generation: a provider that sees it twice sends once."""
+        return f"dc-{self.pk}-{self.generation}"
+
+    def has_expired(self, now=None) -> bool:
+        return self.expires_at is not None and (now or timezone.now()) >= self.expires_at
+
+
+class SendRecord(models.Model):
+    """One secret sent to one recipient: the basis of per-recipient send limits and resend cooldowns.
+
+    The recipient is kept only as a keyed hash, so these rows hold no personal data."""
+
+    channel = models.CharField(max_length=32)
+    recipient_key = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        app_label = "confirmation"
+        indexes = [models.Index(fields=["channel", "recipient_key", "created_at"], name="confirmation_sends")]
+
+    def __str__(self) -> str:
+        return f"{self.channel} send at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class Payout(models.Model):
+    """A micro-deposit to make, written by the default (ledger) payout backend for the operator to export.
+
+    The amounts are sealed (pipeline.crypto): readable by ``manage.py export_payouts`` with the site's key,
+    not from a database dump."""
+
+    class Status(models.TextChoices):
+        INITIATED = "initiated", "initiated"
+        EXPORTED = "exported", "exported"
+        SETTLED = "settled", "settled"
+        FAILED = "failed", "failed"
+
+    delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="payouts")
+    idempotency_key = models.CharField(max_length=100, unique=True)
+    account = models.TextField(help_text="Bank account as JSON (PII).")
+    amounts_sealed = models.TextField()
+    currency = models.CharField(max_length=3, default="USD")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.INITIATED)
+    created_at = models.DateTimeField(default=timezone.now)
+    exported_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        app_label = "confirmation"
+
+    def __str__(self) -> str:
+        return f"payout {self.pk} ({self.status})"
+
 
 def mask_recipient(value: str) -> str:
     """``a***e@example.com``, ``+44*******89``: enough for a person to recognise, not to harvest."""
     if not value:
         return ""
+    if value.startswith("{"):  # a postal address or a bank account, as JSON
+        try:
+            data = json.loads(value)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            shown = data.get("country") or data.get("postal_code", "")[:2]
+            return f"[{', '.join(sorted(data))}] {shown}".strip()
     if "@" in value:
         local, _, domain = value.rpartition("@")
         shown = local[:1] + "***" + (local[-1:] if len(local) > 1 else "")

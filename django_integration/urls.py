@@ -7,5 +7,7 @@ app_name = "confirmation"
 urlpatterns = [
     path("status/<uuid:action_id>/", views.status, name="status"),
     path("code/<uuid:action_id>/", views.code, name="code"),
+    path("deposits/<uuid:action_id>/", views.deposits, name="deposits"),
+    path("resend/<uuid:action_id>/", views.resend, name="resend"),
     path("<str:token>/", views.link, name="link"),
 ]

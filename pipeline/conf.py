@@ -15,20 +15,34 @@ from django.conf import settings
 # Built-in channels: a project names one of these with no BACKEND and gets these values.
 CHANNEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "email": {"BACKEND": "pipeline.channels.email.EmailChannel", "EXPIRES": timedelta(days=3),
-              "MAX_ATTEMPTS": None},
+              "MAX_ATTEMPTS": None, "SEND_LIMIT": 10, "SEND_WINDOW": timedelta(hours=1)},
+    # Twilio Verify's limits: 5 sends per recipient per 10 minutes, 60 s between resends.
     "sms": {"BACKEND": "pipeline.channels.sms.TwilioSMSChannel", "EXPIRES": timedelta(minutes=10),
-            "MAX_ATTEMPTS": 5},
+            "MAX_ATTEMPTS": 5, "SEND_LIMIT": 5, "SEND_WINDOW": timedelta(minutes=10)},
     "letter": {"BACKEND": "pipeline.channels.letter.PDFLetterChannel", "EXPIRES": timedelta(days=30),
-               "MAX_ATTEMPTS": 5},
+               "MAX_ATTEMPTS": 5, "SEND_LIMIT": 3, "SEND_WINDOW": timedelta(days=30),
+               "RESEND_COOLDOWN": timedelta(days=1)},
     "microdeposit": {"BACKEND": "pipeline.channels.microdeposit.LedgerChannel",
-                     "EXPIRES": timedelta(days=10), "MAX_ATTEMPTS": 3},
+                     "EXPIRES": timedelta(days=10), "MAX_ATTEMPTS": 3, "SEND_LIMIT": 2,
+                     "SEND_WINDOW": timedelta(days=10), "RESEND_COOLDOWN": timedelta(days=3)},
 }
-CHANNEL_KEYS = {"BACKEND", "EXPIRES", "MAX_ATTEMPTS", "QUEUE", "RATE_LIMIT", "OPTIONS"}
+# Defaults of every channel, built-in or not.
+CHANNEL_BASE: dict[str, Any] = {
+    "EXPIRES": timedelta(days=3),
+    "MAX_ATTEMPTS": None,  # wrong secrets before the action is locked (None: unlimited; links are unguessable)
+    "RATE_LIMIT": None,  # Celery rate limit of the send task on a worker consuming this channel's queue
+    "SEND_LIMIT": None,  # secrets sent to one recipient per SEND_WINDOW (None: unlimited)
+    "SEND_WINDOW": timedelta(minutes=10),
+    "RESEND_COOLDOWN": timedelta(seconds=60),  # least time between two secrets to one recipient
+    "OPTIONS": {},  # the backend's own options
+}
+CHANNEL_KEYS = {"BACKEND", "QUEUE", *CHANNEL_BASE}
 
 DEFAULTS: dict[str, Any] = {
     # channel name -> {BACKEND, EXPIRES, MAX_ATTEMPTS, QUEUE, RATE_LIMIT, OPTIONS}; only email is on by default
     "CHANNELS": {"email": {}},
-    "ROUTES": {},  # "app.forms.FormClass" or "app_label.model" -> [channel names]
+    # "app.forms.FormClass" or "app_label.model" -> [channel names], or {"channels": [...], "policy": "all"}
+    "ROUTES": {},
     "DEFAULT_CHANNELS": ["email"],
     "RETENTION": timedelta(days=30),  # terminal actions (and their recipients) are purged after this
     "SITE_URL": None,  # base of links in messages, e.g. "https://example.com"; never taken from a request
@@ -42,6 +56,12 @@ DEFAULTS: dict[str, Any] = {
     "MAINTENANCE_QUEUE": "confirmation.maintenance",
     "FROM_EMAIL": None,  # None: settings.DEFAULT_FROM_EMAIL
     "STATUS_REFRESH_SECONDS": 2,  # how often the status page reloads itself while the change is in flight
+    # Failed confirmation attempts (wrong code, unknown link, wrong amounts) allowed per client IP and per
+    # user, across all actions, in FAILED_ATTEMPTS_WINDOW; past it every attempt gets 429.
+    "FAILED_ATTEMPTS_LIMIT": 20,
+    "FAILED_ATTEMPTS_WINDOW": timedelta(minutes=15),
+    "THROTTLE_CACHE": "default",  # Django cache alias holding those counters (shared by all web processes)
+    "PHONE_REGION": None,  # region for phone numbers typed without +country code, e.g. "US"; None: require +
 }
 
 
@@ -63,8 +83,7 @@ class AppSettings:
         configured = self._user().get("CHANNELS", DEFAULTS["CHANNELS"])
         channels = {}
         for name, conf in (configured or {}).items():
-            merged = {"QUEUE": f"confirmation.{name}", "RATE_LIMIT": None, "OPTIONS": {},
-                      "MAX_ATTEMPTS": None, "EXPIRES": timedelta(days=3)}
+            merged = {"QUEUE": f"confirmation.{name}", **CHANNEL_BASE}
             merged.update(CHANNEL_DEFAULTS.get(name, {}))
             merged.update(conf or {})
             channels[name] = merged

@@ -55,3 +55,21 @@ def celery_worker_inprocess(transactional_db):
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING",
                       shutdown_timeout=10) as worker:
         yield worker
+
+
+@pytest.fixture
+def no_resend_cooldown(settings):
+    """Resends allowed at once (the default RESEND_COOLDOWN is 60 s): for tests about what a resend does."""
+    conf = dict(settings.DEFERRED_CONFIRMATION)
+    conf["CHANNELS"] = {name: {**options, "RESEND_COOLDOWN": None}
+                        for name, options in conf.get("CHANNELS", {"email": {}}).items()}
+    settings.DEFERRED_CONFIRMATION = conf
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle():
+    """Each test starts with no failed attempts counted against the test client (the throttle's cache)."""
+    from django.core.cache import caches
+
+    caches["default"].clear()
+    yield

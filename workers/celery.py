@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example.settings")
@@ -56,3 +56,27 @@ def _on_after_configure(sender, **kwargs) -> None:
 
 
 app.autodiscover_tasks()
+
+
+@signals.celeryd_after_setup.connect
+def _channel_rate_limits(sender, instance, **kwargs) -> None:
+    """Apply the channels' RATE_LIMIT to the send task on a worker that consumes only their queues.
+
+    Celery's rate limits are per task type and per worker; a per-channel limit is therefore exact on a
+    worker dedicated to that channel (``-Q confirmation.sms``).  A worker consuming several channel queues
+    takes the strictest of their limits."""
+    from pipeline.conf import app_settings
+    from pipeline.dispatch import SEND_NOTIFICATION
+
+    consumed = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
+    limits = [conf["RATE_LIMIT"] for conf in app_settings.CHANNELS.values()
+              if conf["QUEUE"] in consumed and conf["RATE_LIMIT"]]
+    if limits:
+        task = instance.app.tasks[SEND_NOTIFICATION]
+        task.rate_limit = min(limits, key=_per_second)
+
+
+def _per_second(rate: str) -> float:
+    from celery.utils.time import rate as parse_rate
+
+    return parse_rate(rate)

@@ -77,6 +77,7 @@ def _write(action: Any) -> Any:
         # data made fail (PostgreSQL) does not poison the transaction the failure is recorded in.
         with transaction.atomic():
             form = form_class.rebuild(action=action, data=data, instance=instance)
+            form.confirming = True
             if not form.is_valid():
                 raise ApplyRefused(_errors_text(form))
             return form.save_confirmed()

@@ -76,7 +76,11 @@ def _confirm_link(token: Any) -> ConfirmResult:
         return _accept_or_refuse(action, delivery)
 
 
+LIVE = (DeliveryStatus.GENERATED, DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
+
+
 def _confirm_code(secret: Any, action_ref: Any) -> ConfirmResult:
+    """A code or amounts typed for ``action_ref``.  Only input that could be a secret counts as an attempt."""
     action_id = _as_uuid(action_ref)
     if action_id is None:
         return INVALID
@@ -84,17 +88,30 @@ def _confirm_code(secret: Any, action_ref: Any) -> ConfirmResult:
         action = lock(action_id)
         if action is None:
             return INVALID
-        deliveries = [d for d in action.deliveries.select_for_update()
-                      if get_channel(d.channel).secret_kind != "link" and d.secret_digest]
-        if not deliveries:
-            return ConfirmResult(_refusal(action, None) or ConfirmStatus.INVALID, action)
-        for delivery in deliveries:
-            if get_channel(delivery.channel).matches(delivery, secret):
-                return _accept_or_refuse(action, delivery)
         refusal = _refusal(action, None)
         if refusal is not None:
+            if refusal == ConfirmStatus.EXPIRED and action.is_open:
+                expire_one(action)
             return ConfirmResult(refusal, action)
-        return _wrong_code(action, deliveries)
+        typed = [d for d in action.deliveries.select_for_update().order_by("pk")
+                 if get_channel(d.channel).secret_kind != "link" and d.secret_digest]
+        live = [d for d in typed if d.status in LIVE and not d.has_expired()]
+        if not live:
+            expired = any(d.has_expired() for d in typed)
+            return ConfirmResult(ConfirmStatus.EXPIRED if expired else ConfirmStatus.INVALID, action)
+        candidates = [d for d in live if get_channel(d.channel).normalize(secret) is not None]
+        if not candidates:  # malformed: cannot be right, so it costs no attempt
+            return ConfirmResult(ConfirmStatus.INVALID, action, _attempts_left(live))
+        for delivery in candidates:
+            if get_channel(delivery.channel).matches(delivery, secret):
+                return _accept_or_refuse(action, delivery)
+        return _wrong_code(action, candidates)
+
+
+def _attempts_left(deliveries: list[Delivery]) -> int | None:
+    left = [max(limit - d.attempts, 0) for d in deliveries
+            if (limit := get_channel(d.channel).max_attempts) is not None]
+    return min(left) if left else None
 
 
 def _as_uuid(value: Any) -> uuid.UUID | None:
@@ -122,13 +139,15 @@ def _refusal(action: DeferredAction, delivery: Delivery | None, now=None) -> Con
         return ConfirmStatus.INVALID
     if delivery is not None and delivery.status in (DeliveryStatus.FAILED, DeliveryStatus.SUPERSEDED):
         return ConfirmStatus.INVALID
+    if delivery is not None and delivery.has_expired(now):  # this channel's secret, not the whole action
+        return ConfirmStatus.EXPIRED
     return None
 
 
 def _accept_or_refuse(action: DeferredAction, delivery: Delivery) -> ConfirmResult:
     now = timezone.now()
     refusal = _refusal(action, delivery, now)
-    if refusal == ConfirmStatus.EXPIRED and action.is_open:
+    if refusal == ConfirmStatus.EXPIRED and action.is_open and action.has_expired(now):
         expire_one(action)
     if refusal is not None:
         return ConfirmResult(refusal, action)
@@ -145,15 +164,11 @@ def _accept_or_refuse(action: DeferredAction, delivery: Delivery) -> ConfirmResu
 
 
 def _wrong_code(action: DeferredAction, deliveries: list[Delivery]) -> ConfirmResult:
-    """Count a wrong attempt against every code delivery of the action; lock it at the limit."""
-    left = []
+    """Count a wrong attempt against each delivery it could have been for; lock the action at the limit."""
     for delivery in deliveries:
         delivery.attempts += 1
         delivery.save(update_fields=["attempts", "updated_at"])
-        limit = get_channel(delivery.channel).max_attempts
-        if limit is not None:
-            left.append(max(limit - delivery.attempts, 0))
-    attempts_left = min(left) if left else None
+    attempts_left = _attempts_left(deliveries)
     if attempts_left == 0:
         move(action, State.LOCKED)
         close_deliveries(action)

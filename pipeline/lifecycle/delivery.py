@@ -9,16 +9,19 @@ a no-op.  Running either step twice has the effect of once.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_integration.models import DeferredAction, Delivery
 from django_integration.signals import confirmation_required
-from pipeline import crypto, dispatch, formdata
+from pipeline import crypto, dispatch, formdata, limits
 from pipeline.channels import PermanentChannelError, get_channel
+from pipeline.conf import app_settings
 from pipeline.lifecycle.transitions import close_deliveries, fail, move
 from pipeline.states import DeliveryStatus, State
 
@@ -38,6 +41,7 @@ def generate(delivery_id: int, generation: int) -> bool:
         delivery.secret_digest = channel.digest(delivery, secret)
         delivery.status = DeliveryStatus.GENERATED
         delivery.save(update_fields=["secret_digest", "status", "updated_at"])
+        limits.record_send(delivery.channel, delivery.recipient)
         sealed = crypto.seal(SECRET_PURPOSE, secret)
         dispatch.enqueue(dispatch.SEND_NOTIFICATION, delivery.pk, generation, sealed, queue=channel.queue)
     return True
@@ -59,6 +63,9 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
     if not channel.matches(delivery, secret):  # superseded by a resend since it was generated
         return False
     started = timezone.now()
+    # Counted before the call: if this worker dies after the provider accepted the message, the retry sees
+    # delivery.send_attempts > 0 and the channel can look for that message instead of sending it again.
+    Delivery.objects.filter(pk=delivery_id, generation=generation).update(send_attempts=F("send_attempts") + 1)
     try:
         provider_ref = _send(channel, delivery, action, secret)
     except PermanentChannelError as exc:
@@ -91,6 +98,7 @@ def _send(channel: Any, delivery: Delivery, action: DeferredAction, secret: str)
     if not hasattr(form_class, "send_notification"):
         return channel.send(delivery=delivery, action=action, secret=secret)
     form = form_class.rebuild(action=action, data=formdata.load(action.form_data), instance=action.target)
+    form.confirming = True
     if not form.is_valid():
         raise PermanentChannelError(f"stored form is no longer valid: {form.errors.as_text()}")
     action.token = secret
@@ -120,33 +128,63 @@ def delivery_failed(delivery_id: int, generation: int, reason: str) -> None:
     logger.warning("delivery %s failed: %s", delivery_id, reason)
 
 
-def resend(action: DeferredAction, channel: str | None = None) -> bool:
-    """Send fresh secrets for an open action; the old ones stop working at once."""
+@dataclass(frozen=True)
+class ResendResult:
+    sent: bool
+    refusal: limits.SendRefusal | None = None  # why not, when a send limit or cooldown stood in the way
+
+    def __bool__(self) -> bool:
+        return self.sent
+
+    @property
+    def message(self) -> str:
+        if self.sent:
+            return "A new secret is on its way; the previous one no longer works."
+        return self.refusal.message if self.refusal else "This change can no longer be confirmed."
+
+
+def resend(action: DeferredAction, channel: str | None = None) -> ResendResult:
+    """Send fresh secrets for an open action; the old ones stop working at once.
+
+    Refused (nothing changes, the old secret still works) within a channel's RESEND_COOLDOWN or past its
+    SEND_LIMIT for the recipient."""
     with transaction.atomic():
         locked = DeferredAction.objects.select_for_update().filter(pk=action.pk).first()
         if locked is None or not locked.is_open or locked.has_expired():
-            return False
-        deliveries = locked.deliveries.exclude(status=DeliveryStatus.CONFIRMED)
+            return ResendResult(False)
+        deliveries = locked.deliveries.select_for_update().exclude(
+            status__in=[DeliveryStatus.CONFIRMED, DeliveryStatus.SUPERSEDED])
         if channel is not None:
             deliveries = deliveries.filter(channel=channel)
-        found = False
-        for delivery in deliveries.select_for_update():
-            restart(delivery)
-            found = True
-    return found
+        deliveries = list(deliveries)
+        for delivery in deliveries:
+            refusal = limits.check_send(delivery.channel, delivery.recipient, resend=True)
+            if refusal is not None:
+                return ResendResult(False, refusal)
+        for delivery in deliveries:
+            restart(delivery, locked)
+    return ResendResult(bool(deliveries))
 
 
-def restart(delivery: Delivery) -> None:
-    """New generation: clears the digest and queues a new secret (caller holds the row lock)."""
+def restart(delivery: Delivery, action: DeferredAction) -> None:
+    """New generation: clears the digest and queues a new secret (caller holds both row locks).
+
+    The new secret gets the channel's full EXPIRES again, and the action lives at least as long."""
+    conf = app_settings.channel(delivery.channel)
+    now = timezone.now()
     delivery.generation += 1
     delivery.secret_digest = ""
     delivery.status = DeliveryStatus.QUEUED
     delivery.status_detail = ""
     delivery.attempts = 0
+    delivery.send_attempts = 0
+    delivery.expires_at = now + conf["EXPIRES"]
     delivery.save(update_fields=["generation", "secret_digest", "status", "status_detail", "attempts",
-                                 "updated_at"])
-    dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation,
-                     queue=get_channel(delivery.channel).queue)
+                                 "send_attempts", "expires_at", "updated_at"])
+    if action.valid_until < delivery.expires_at:
+        action.valid_until = delivery.expires_at
+        action.save(update_fields=["valid_until", "updated_at"])
+    dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation, queue=conf["QUEUE"])
 
 
 def cancel(action: DeferredAction) -> bool:

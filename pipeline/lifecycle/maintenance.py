@@ -101,7 +101,7 @@ def redrive(now: datetime | None = None, batch_size: int | None = None) -> int:
                     waiting = action.deliveries.select_for_update().filter(
                         status__in=[DeliveryStatus.QUEUED, DeliveryStatus.GENERATED])
                     for delivery in waiting:
-                        restart(delivery)
+                        restart(delivery, action)
             # Touching updated_at keeps the next sweep off these rows until REDRIVE_AFTER passes again.
             DeferredAction.objects.filter(pk__in=ids).update(updated_at=now)
         total += len(ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from django_integration.models import DeferredAction, Delivery
-from pipeline import dispatch, formdata, routing
+from pipeline import dispatch, formdata, limits, routing
 from pipeline.conf import app_settings
 
 
@@ -18,21 +19,43 @@ def form_path(form_class: type) -> str:
     return f"{form_class.__module__}.{form_class.__qualname__}"
 
 
-def stage(form: Any, *, user: Any = None, description: str | None = None, valid_until: datetime | None = None,
-          channels: list[str] | None = None) -> DeferredAction:
-    """Store ``form`` (valid, bound) as a pending action; deliveries are enqueued when the caller commits."""
+def form_route(form: Any, channels: list[str] | None = None) -> routing.Route:
     model = form._meta.model
-    path = form_path(type(form))
-    names = routing.channels_for(path, model._meta.label_lower, channels,
-                                 getattr(form, "confirmation_channels", None))
+    return routing.route(form_path(type(form)), model._meta.label_lower, channels,
+                         getattr(form, "confirmation_channels", None), getattr(form, "confirmation_policy", None))
+
+
+def stored_recipient(recipient: Any) -> str:
+    """A recipient as stored on the Delivery: text as is, a structured one (address, account) as JSON."""
+    if isinstance(recipient, dict):
+        return json.dumps(recipient, sort_keys=True, ensure_ascii=False)
+    return str(recipient)
+
+
+def recipients_for(form: Any, names: list[str]) -> dict[str, str]:
     recipients = {name: form.get_recipient(name) for name in names}
     missing = [name for name, recipient in recipients.items() if not recipient]
     if missing:
         raise ValueError(f"{type(form).__name__} has no recipient for channel(s) {missing}: set "
                          f"recipient_field or override get_recipient(channel).")
+    return {name: stored_recipient(recipient) for name, recipient in recipients.items()}
+
+
+def stage(form: Any, *, user: Any = None, description: str | None = None, valid_until: datetime | None = None,
+          channels: list[str] | None = None) -> DeferredAction:
+    """Store ``form`` (valid, bound) as a pending action; deliveries are enqueued when the caller commits.
+
+    Raises :class:`pipeline.limits.SendLimitExceeded` if a recipient was sent too many secrets recently
+    (DeferredForm reports that as a form error during validation already)."""
+    model = form._meta.model
+    chosen = form_route(form, channels)
+    recipients = recipients_for(form, chosen.channels)
     now = timezone.now()
-    if valid_until is None:
-        valid_until = now + max(app_settings.channel(name)["EXPIRES"] for name in names)
+    for name, recipient in recipients.items():
+        refusal = limits.check_send(name, recipient, now=now)
+        if refusal is not None:
+            raise limits.SendLimitExceeded(name, refusal)
+    expiry = {name: valid_until or now + app_settings.channel(name)["EXPIRES"] for name in chosen.channels}
     instance = None
     if form.instance.pk is not None and not form.instance._state.adding:
         # The row as stored, not form.instance: ModelForm validation already copied the new values onto it.
@@ -42,7 +65,7 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
 
     with transaction.atomic():
         action = DeferredAction.objects.create(
-            form_class=path,
+            form_class=form_path(type(form)),
             form_data=formdata.dump(form),
             form_prefix=form.prefix,
             content_type=ContentType.objects.get_for_model(model) if instance is not None else None,
@@ -50,12 +73,13 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
             target_fingerprint=formdata.fingerprint(type(form), instance) if instance is not None else "",
             user=user if getattr(user, "pk", None) else None,
             description=(description or "").replace("\x00", "\ufffd"),  # text columns refuse NUL
-            channel_policy=getattr(form, "confirmation_policy", "any"),
+            channel_policy=chosen.policy,
             created_at=now,
-            valid_until=valid_until,
+            valid_until=max(expiry.values()),
         )
-        for name in names:
-            delivery = Delivery.objects.create(action=action, channel=name, recipient=str(recipients[name]))
+        for name in chosen.channels:
+            delivery = Delivery.objects.create(action=action, channel=name, recipient=recipients[name],
+                                               expires_at=expiry[name])
             dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation,
                              queue=app_settings.channel(name)["QUEUE"])
     return action

@@ -227,7 +227,7 @@ def test_code_post_without_csrf_is_refused(staged_code, csrf_client, run_on_comm
 def test_confirm_never_raises_for_bad_codes(staged_code, secret):
     result = pipeline.confirm(secret, action=staged_code.action.pk)
     assert result.status == "invalid"
-    assert result.attempts_left in (2, None)
+    assert result.attempts_left in (2, 3)  # malformed input may cost no attempt at all
     assert staged_code.refresh().action.state == "notified"
     assert pipeline.confirm(staged_code.code, action=str(staged_code.action.pk)).status == "confirmed"
 

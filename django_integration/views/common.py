@@ -1,0 +1,71 @@
+"""What every confirmation page shares: privacy headers, honest refusal pages, the failure throttle.
+
+Statuses are honest: unknown secret 404, expired or withdrawn 410, already used 409, locked 403, a wrong
+or malformed entry 400, throttled 429.  Messages never tell more than "wrong or expired".
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.cache import never_cache
+
+from django_integration import throttle
+from pipeline.lifecycle import ConfirmResult, ConfirmStatus
+
+REFUSALS = {
+    ConfirmStatus.INVALID: (404, _("Link not valid"),
+                            _("This confirmation link is not valid. Check that you opened the whole link from "
+                              "the most recent message.")),
+    ConfirmStatus.EXPIRED: (410, _("Expired"),
+                            _("This confirmation has expired. Request the change again to get a new one.")),
+    ConfirmStatus.ALREADY_USED: (409, _("Already confirmed"),
+                                 _("This change has already been confirmed; it cannot be confirmed again.")),
+    ConfirmStatus.LOCKED: (403, _("Confirmation locked"),
+                           _("Too many wrong attempts. Request the change again to get a new secret.")),
+}
+WITHDRAWN = (410, _("No longer valid"), _("This change was withdrawn or could not be made; it can no longer "
+                                          "be confirmed."))
+THROTTLED = (429, _("Too many attempts"), _("Too many wrong or expired confirmations were tried from here. "
+                                            "Wait a few minutes, then try again."))
+
+
+def private(view):
+    """No caching, no Referer, no indexing: these pages carry secrets in their URLs."""
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        response["Referrer-Policy"] = "no-referrer"
+        response["X-Robots-Tag"] = "noindex, nofollow"
+        return response
+    return never_cache(wrapper)
+
+
+def page(request: HttpRequest, status: int, title: str, message: str, **context) -> HttpResponse:
+    # Every name the template reads is defined: a missing one is logged at DEBUG with the request (its path
+    # is the link token).
+    context = {"title": title, "message": message, "action": None, "entry_url_name": None, **context}
+    return render(request, "confirmation/error.html", context, status=status)
+
+
+def refused(request: HttpRequest, result: ConfirmResult) -> HttpResponse:
+    status, title, message = REFUSALS[result.status]
+    if result.status == ConfirmStatus.INVALID and result.action is not None and result.action.is_terminal:
+        status, title, message = WITHDRAWN
+    return page(request, status, title, message, result=result)
+
+
+def throttled(request: HttpRequest) -> HttpResponse:
+    status, title, message = THROTTLED
+    response = page(request, status, title, message)
+    response["Retry-After"] = "60"
+    return response
+
+
+def count_failure(request: HttpRequest, result: ConfirmResult) -> None:
+    """Wrong secrets count against the client across all actions (a locked action's too)."""
+    if result.status in (ConfirmStatus.INVALID, ConfirmStatus.LOCKED):
+        throttle.record_failure(request)

@@ -1,0 +1,103 @@
+"""Pages where a person types the secret back: a code (SMS, letter) or two micro-deposit amounts.
+
+A wrong entry shows the attempts left and never more than "wrong or expired"; malformed input is a form
+error (400) that costs no attempt; after the limit the action is locked (403).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.http import require_http_methods
+
+from django_integration import throttle
+from django_integration.models import DeferredAction
+from django_integration.views.common import count_failure, private, refused, throttled
+from pipeline import amounts
+from pipeline.lifecycle import ConfirmResult, ConfirmStatus, confirm
+
+
+class CodeForm(forms.Form):
+    wrong = _("That code is wrong or has expired.")
+    attempts_left: int | None = None
+
+    code = forms.CharField(label=_("Confirmation code"), max_length=64, strip=True,
+                           widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True,
+                                                         "autocapitalize": "characters", "spellcheck": "false"}))
+
+    def secret(self) -> Any:
+        return self.cleaned_data["code"]
+
+
+class AmountField(forms.CharField):
+    default_error_messages = {"amount": _("Enter an amount between 0.01 and 0.99, like 0.32 or 32.")}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=amounts.MAX_INPUT, strip=True, **kwargs)
+        self.widget.attrs.update({"inputmode": "decimal", "autocomplete": "off", "placeholder": "0.00"})
+
+    def clean(self, value: Any) -> int:
+        text = super().clean(value)
+        cents = amounts.parse_cents(text)
+        if cents is None:
+            raise forms.ValidationError(self.error_messages["amount"], code="amount")
+        return cents
+
+
+class AmountsForm(forms.Form):
+    wrong = _("Those amounts are wrong or have expired.")
+    attempts_left: int | None = None
+
+    first = AmountField(label=_("First amount"))
+    second = AmountField(label=_("Second amount"))
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("first") is not None and data.get("first") == data.get("second"):
+            raise forms.ValidationError(_("The two deposits have different amounts."), code="same")
+        return data
+
+    def secret(self) -> Any:
+        return (self.cleaned_data["first"], self.cleaned_data["second"])
+
+
+def _entry(request: HttpRequest, action_id: Any, form_class: type[forms.Form], template: str) -> HttpResponse:
+    action = DeferredAction.objects.filter(pk=action_id).first()
+    if action is None:
+        return refused(request, ConfirmResult(ConfirmStatus.INVALID))
+    if request.method != "POST":
+        if not action.is_open:
+            return redirect("confirmation:status", action_id=action.pk)
+        return render(request, template, {"action": action, "form": form_class()})
+    if throttle.is_blocked(request):
+        return throttled(request)
+    form = form_class(request.POST)
+    if form.is_valid():
+        result = confirm(form.secret(), action=action.pk)
+        if result.ok:
+            return redirect("confirmation:status", action_id=action.pk)
+        count_failure(request, result)
+        if result.status != ConfirmStatus.INVALID or not (result.action and result.action.is_open):
+            return refused(request, result)
+        form.add_error(None, form.wrong)
+        form.attempts_left = result.attempts_left
+    return render(request, template, {"action": action, "form": form}, status=400)
+
+
+@private
+@csrf_protect
+@require_http_methods(["GET", "HEAD", "POST"])
+def code(request: HttpRequest, action_id) -> HttpResponse:
+    return _entry(request, action_id, CodeForm, "confirmation/code.html")
+
+
+@private
+@csrf_protect
+@require_http_methods(["GET", "HEAD", "POST"])
+def deposits(request: HttpRequest, action_id) -> HttpResponse:
+    return _entry(request, action_id, AmountsForm, "confirmation/deposits.html")

@@ -1,0 +1,72 @@
+"""Where a change is (HTML that reloads itself until it settles, or JSON), and asking for a new secret."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.http import require_GET, require_POST
+
+from django_integration.models import DeferredAction
+from django_integration.views.common import page, private, refused
+from pipeline.conf import app_settings
+from pipeline.lifecycle import ConfirmResult, ConfirmStatus
+from pipeline.lifecycle import resend as resend_secrets
+from pipeline.states import State
+
+
+def entry_url_name(action: DeferredAction) -> str | None:
+    """The page where this action's secret is typed in, if it is not a link."""
+    from pipeline.channels import get_channel
+
+    kinds = {get_channel(d.channel).secret_kind for d in action.deliveries.all()
+             if d.channel in app_settings.CHANNELS}
+    if "amounts" in kinds:
+        return "confirmation:deposits"
+    if "code" in kinds:
+        return "confirmation:code"
+    return None
+
+
+@private
+@require_GET
+def status(request: HttpRequest, action_id) -> HttpResponse:
+    action = DeferredAction.objects.filter(pk=action_id).first()
+    wants_json = request.get_preferred_type(["text/html", "application/json"]) == "application/json"
+    if action is None:
+        if wants_json:
+            return JsonResponse({"error": "not_found"}, status=404)
+        return refused(request, ConfirmResult(ConfirmStatus.INVALID))
+    if wants_json:
+        return JsonResponse({
+            "id": str(action.pk),
+            "state": action.state,
+            "failure_reason": action.failure_reason or None,
+            "confirmed_at": action.confirmed_at,
+            "applied_at": action.applied_at,
+            "final": action.is_terminal,
+        })
+    return render(request, "confirmation/status.html", {
+        "action": action, "refresh": None if action.is_terminal else app_settings.STATUS_REFRESH_SECONDS,
+        "applied": action.state == State.APPLIED, "entry_url_name": entry_url_name(action)})
+
+
+@private
+@csrf_protect
+@require_POST
+def resend(request: HttpRequest, action_id) -> HttpResponse:
+    """A new secret over the same channel(s), within the cooldown and send limits; the old one dies."""
+    action = DeferredAction.objects.filter(pk=action_id).first()
+    if action is None:
+        return refused(request, ConfirmResult(ConfirmStatus.INVALID))
+    result = resend_secrets(action)
+    if result.sent:
+        status, title = 200, "Sent again"
+    elif result.refusal is not None:
+        status, title = 429, "Please wait"
+    else:
+        status, title = 410, "No longer valid"
+    response = page(request, status, title, result.message, action=action, entry_url_name=entry_url_name(action))
+    if result.refusal is not None:
+        response["Retry-After"] = str(result.refusal.retry_after)
+    return response

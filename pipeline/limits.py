@@ -1,0 +1,71 @@
+"""Send limits: how many secrets one recipient may be sent, and how soon after the last one.
+
+Threats answered: SMS pumping (an attacker making us text premium numbers over and over), mail bombing of
+a victim's inbox, and paid letters or payouts triggered in a loop.  Counted per channel and recipient
+(stored only as a keyed hash) across all actions, like Twilio Verify's per-recipient limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from django_integration.models import SendRecord
+from pipeline.conf import app_settings
+
+
+@dataclass(frozen=True)
+class SendRefusal:
+    reason: str  # "cooldown" or "limit"
+    retry_after: int  # seconds
+
+    @property
+    def message(self) -> str:
+        minutes = max(1, round(self.retry_after / 60))
+        if self.reason == "cooldown" and self.retry_after < 120:
+            return f"A new secret was sent moments ago. You can ask for another in {self.retry_after} seconds."
+        return f"Too many confirmation messages were sent to this recipient. Try again in {minutes} minutes."
+
+
+class SendLimitExceeded(ValueError):
+    def __init__(self, channel: str, refusal: SendRefusal):
+        super().__init__(f"{channel}: {refusal.message}")
+        self.channel = channel
+        self.refusal = refusal
+
+
+def recipient_key(channel: str, recipient: str) -> str:
+    return salted_hmac("deferred_confirmation.recipient", f"{channel}:{recipient}", algorithm="sha256").hexdigest()
+
+
+def check_send(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None
+               ) -> SendRefusal | None:
+    """Why one more secret may not be sent to ``recipient`` now (None: it may).  Cooldown only on resends."""
+    now = now or timezone.now()
+    conf = app_settings.channel(channel)
+    sends = SendRecord.objects.filter(channel=channel, recipient_key=recipient_key(channel, recipient))
+    cooldown = conf.get("RESEND_COOLDOWN")
+    if resend and cooldown:
+        last = sends.filter(created_at__gt=now - cooldown).order_by("-created_at").values_list(
+            "created_at", flat=True).first()
+        if last is not None:
+            return SendRefusal("cooldown", _seconds(last + cooldown - now))
+    limit, window = conf.get("SEND_LIMIT"), conf.get("SEND_WINDOW")
+    if limit and window:
+        recent = list(sends.filter(created_at__gt=now - window).order_by("-created_at").values_list(
+            "created_at", flat=True)[:limit])
+        if len(recent) >= limit:
+            return SendRefusal("limit", _seconds(recent[-1] + window - now))
+    return None
+
+
+def record_send(channel: str, recipient: str, now: datetime | None = None) -> None:
+    SendRecord.objects.create(channel=channel, recipient_key=recipient_key(channel, recipient),
+                              created_at=now or timezone.now())
+
+
+def _seconds(delta) -> int:
+    return max(1, int(delta.total_seconds() + 0.999))
