@@ -63,18 +63,20 @@ class DeferredForm(forms.ModelForm):
                 return
 
     def get_recipient(self, channel: str) -> str | None:
-        """Where ``channel`` sends the secret: ``recipient_field``'s value, else the user's email address."""
+        """Where ``channel`` sends the secret: ``recipient_field``'s (new) value; else, for email and a user
+        being edited, the address stored on that user now (not the one typed into this form)."""
         if self.recipient_field:
             return self.cleaned_data.get(self.recipient_field)
         instance = self.instance
-        if channel == "email" and isinstance(instance, get_user_model()):
-            return getattr(instance, instance.get_email_field_name(), None)
+        if channel == "email" and isinstance(instance, get_user_model()) and instance.pk is not None:
+            rows = type(instance)._default_manager.filter(pk=instance.pk)
+            return rows.values_list(instance.get_email_field_name(), flat=True).first()
         return None
 
     def save(self, user: Any = None, description: str | None = None, valid_until: datetime | None = None,
              channels: list[str] | None = None, commit: bool = True) -> DeferredAction:
         """Store the change for confirmation; returns the DeferredAction (the model row is NOT changed)."""
-        if not commit:
+        if not commit or isinstance(user, bool):  # save(False), Django's positional idiom, means commit=False
             raise ValueError(f"{type(self).__name__}.save(commit=False) is not supported: a deferred change is "
                              "stored, not returned unsaved. Call save() and use the returned DeferredAction.")
         if self._errors is None:

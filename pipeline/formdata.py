@@ -51,21 +51,46 @@ def _values(data: Any, key: str) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
+def _owner(key: str, html_names: dict[str, str]) -> str | None:
+    """The field a data key belongs to: its html name, or the longest html name it extends with "_" or "-"
+    (multi-part widgets: SelectDateWidget's x_year, MultiWidget's x_0, ClearableFileInput's x-clear)."""
+    if key in html_names:
+        return html_names[key]
+    owners = [html for html in html_names if key.startswith((html + "_", html + "-"))]
+    return html_names[max(owners, key=len)] if owners else None
+
+
 def dump(form: forms.BaseForm) -> dict[str, list[Any]]:
-    """The raw input of ``form``'s fields, JSON-ready, sensitive values sealed."""
+    """The raw input of ``form``'s fields, JSON-ready, sensitive values sealed; other keys (CSRF token,
+    unrelated POST data) are left out."""
     sensitive = sensitive_field_names(form)
+    html_names = {form.add_prefix(name): name for name in form.fields}
     stored: dict[str, list[Any]] = {}
-    for name, field in form.fields.items():
-        html_name = form.add_prefix(name)
-        keys = [html_name] + [html_name + suffix for suffix in getattr(field.widget, "widgets_names", ())]
-        for key in keys:
-            if key not in form.data:
-                continue
-            values = [_jsonable(v) for v in _values(form.data, key)]
-            if name in sensitive:
-                values = [{SEALED: crypto.seal(_PURPOSE, json.dumps(v))} for v in values]
-            stored[key] = values
+    for key in form.data:
+        name = _owner(key, html_names)
+        if name is None:
+            continue
+        values = [_jsonable(v) for v in _values(form.data, key)]
+        if name in sensitive:
+            values = [{SEALED: crypto.seal(_PURPOSE, json.dumps(v))} for v in values]
+        stored[key] = values
     return stored
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, models.Model):
+        return ("pk", str(value.pk))
+    if isinstance(value, models.QuerySet):
+        return sorted(str(pk) for pk in value.values_list("pk", flat=True))
+    if isinstance(value, list | tuple):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def lost_in_storage(original: forms.BaseForm, rebuilt: forms.BaseForm) -> list[str]:
+    """Fields whose cleaned value differs once the input went through :func:`dump` and :func:`load`."""
+    return [name for name in original.fields
+            if _comparable(original.cleaned_data.get(name)) != _comparable(rebuilt.cleaned_data.get(name))]
 
 
 def load(stored: dict[str, list[Any]]) -> MultiValueDict:

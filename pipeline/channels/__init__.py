@@ -19,8 +19,14 @@ __all__ = [
     "ChannelError",
     "PermanentChannelError",
     "TransientChannelError",
+    "configured_channel",
     "get_channel",
 ]
+
+
+def configured_channel(name: str) -> BaseChannel | None:
+    """The channel, or None if it is no longer configured (secrets of a removed channel are just invalid)."""
+    return get_channel(name) if name in app_settings.CHANNELS else None
 
 
 def get_channel(name: str) -> BaseChannel:

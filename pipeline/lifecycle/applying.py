@@ -13,8 +13,8 @@ import logging
 from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.db import DatabaseError, DataError, IntegrityError, transaction
+from django.core.exceptions import ValidationError
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -61,7 +61,10 @@ def _write(action: Any) -> Any:
     model = form_class._meta.model
     instance = None
     if action.object_pk is not None:
-        instance = model._default_manager.select_for_update().filter(pk=action.object_pk).first()
+        rows = model._default_manager.filter(pk=action.object_pk)
+        # of=self: a default manager that joins a nullable relation cannot lock the outer join's side.
+        of = {"of": ("self",)} if connection.features.has_select_for_update_of else {}
+        instance = rows.select_for_update(**of).first()
         if instance is None:
             raise ApplyRefused(f"The {model._meta.verbose_name} this change was for no longer exists.")
         if not getattr(form_class, "allow_stale", False) and action.target_fingerprint and (
@@ -83,13 +86,22 @@ def _write(action: Any) -> Any:
             return form.save_confirmed()
     except ApplyRefused:
         raise
-    except (IntegrityError, DataError, ValidationError, ObjectDoesNotExist, ValueError, TypeError,
-            OverflowError) as exc:
-        # IntegrityError: a unique value taken between validation and save; the others: data that no
-        # longer fits the model (OverflowError: SQLite given an integer beyond 64 bits).  DatabaseErrors
-        # that are not these (lost connection, lock timeout, serialization failure) propagate so the
-        # task retries.
-        raise ApplyRefused(f"The change could not be saved: {exc}") from exc
+    except (OperationalError, InterfaceError):
+        raise  # lost connection, lock timeout, deadlock, serialization failure: the task retries
+    except IntegrityError as exc:
+        # A unique value taken between validation and save.  The database's own text names the stored
+        # values (someone else's, sometimes): logged for operators, not stored where users read it.
+        logger.info("action %s: integrity error at apply: %s", action.pk, exc, extra={"action_id": str(action.pk)})
+        raise ApplyRefused("The change could not be saved: it conflicts with data stored since it was requested "
+                           "(a value that must be unique was taken meanwhile).") from exc
+    except ValidationError as exc:  # raised by a form's save_confirmed() for the person to read
+        raise ApplyRefused("The change could not be saved: " + " ".join(exc.messages)) from exc
+    except Exception as exc:
+        # Anything else (data that no longer fits the model, a bug in the form's clean() or save_confirmed())
+        # ends the action as failed rather than leaving it confirmed for redrive to retry forever.
+        logger.exception("action %s: apply failed", action.pk, extra={"action_id": str(action.pk)})
+        raise ApplyRefused(f"The change could not be saved ({type(exc).__name__}); the details are in the "
+                           "server log.") from exc
 
 
 def _errors_text(form: Any) -> str:

@@ -13,7 +13,7 @@ from django.utils import timezone
 from django_integration.models import DeferredAction, Delivery
 from django_integration.signals import action_expired
 from pipeline import dispatch, tokens
-from pipeline.channels import get_channel
+from pipeline.channels import configured_channel, get_channel
 from pipeline.conf import app_settings
 from pipeline.lifecycle.transitions import close_deliveries, lock, move, signal_on_commit
 from pipeline.states import DeliveryStatus, State
@@ -71,8 +71,9 @@ def _confirm_link(token: Any) -> ConfirmResult:
     with transaction.atomic():
         action = lock(found.action_id)
         delivery = Delivery.objects.select_for_update().filter(pk=found.pk).first()
-        if action is None or delivery is None or not get_channel(delivery.channel).matches(delivery, token):
-            return INVALID  # resent or purged between the lookup and the lock
+        channel = configured_channel(delivery.channel) if delivery is not None else None
+        if action is None or channel is None or not channel.matches(delivery, token):
+            return INVALID  # resent or purged between the lookup and the lock, or its channel removed
         return _accept_or_refuse(action, delivery)
 
 
@@ -94,7 +95,7 @@ def _confirm_code(secret: Any, action_ref: Any) -> ConfirmResult:
                 expire_one(action)
             return ConfirmResult(refusal, action)
         typed = [d for d in action.deliveries.select_for_update().order_by("pk")
-                 if get_channel(d.channel).secret_kind != "link" and d.secret_digest]
+                 if (c := configured_channel(d.channel)) is not None and c.secret_kind != "link" and d.secret_digest]
         live = [d for d in typed if d.status in LIVE and not d.has_expired()]
         if not live:
             expired = any(d.has_expired() for d in typed)

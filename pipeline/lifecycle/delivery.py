@@ -22,19 +22,35 @@ from django_integration.signals import confirmation_required
 from pipeline import crypto, dispatch, formdata, limits
 from pipeline.channels import PermanentChannelError, get_channel
 from pipeline.conf import app_settings
-from pipeline.lifecycle.transitions import close_deliveries, fail, move
+from pipeline.lifecycle.transitions import close_deliveries, fail, lock, move
 from pipeline.states import DeliveryStatus, State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
 SECRET_PURPOSE = "secret-in-flight"
 
 
+def _lock_pair(delivery_id: int) -> tuple[DeferredAction | None, Delivery | None]:
+    """The delivery and its action, both row-locked: the action first, as everywhere (no deadlocks)."""
+    action_id = Delivery.objects.filter(pk=delivery_id).values_list("action_id", flat=True).first()
+    if action_id is None:
+        return None, None
+    action = lock(action_id)
+    delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
+    return action, delivery
+
+
+def _still_wanted(action: DeferredAction | None, delivery: Delivery | None, generation: int,
+                  status: str) -> bool:
+    return (action is not None and delivery is not None and delivery.generation == generation
+            and delivery.status == status and action.is_open and not action.has_expired()
+            and not delivery.has_expired() and delivery.channel in app_settings.CHANNELS)
+
+
 def generate(delivery_id: int, generation: int) -> bool:
     """Make and store the digest of a new secret, queue its sending; False if there is nothing to do."""
     with transaction.atomic():
-        delivery = Delivery.objects.select_for_update().select_related("action").filter(pk=delivery_id).first()
-        if (delivery is None or delivery.generation != generation or delivery.status != DeliveryStatus.QUEUED
-                or not delivery.action.is_open):
+        action, delivery = _lock_pair(delivery_id)
+        if not _still_wanted(action, delivery, generation, DeliveryStatus.QUEUED):
             return False
         channel = get_channel(delivery.channel)
         secret = channel.make_secret()
@@ -55,8 +71,7 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
         logger.warning("delivery %s: sealed secret cannot be opened; dropped", delivery_id)
         return False
     delivery = Delivery.objects.select_related("action", "action__user").filter(pk=delivery_id).first()
-    if (delivery is None or delivery.generation != generation or delivery.status != DeliveryStatus.GENERATED
-            or not delivery.action.is_open):
+    if delivery is None or not _still_wanted(delivery.action, delivery, generation, DeliveryStatus.GENERATED):
         return False
     action = delivery.action
     channel = get_channel(delivery.channel)
@@ -76,14 +91,14 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
                                       user=action.user, channel=delivery.channel)
     del action.token
     with transaction.atomic():
-        locked = Delivery.objects.select_for_update().select_related("action").get(pk=delivery_id)
-        if locked.generation != generation or locked.status != DeliveryStatus.GENERATED:
+        act, locked = _lock_pair(delivery_id)
+        if act is None or locked is None or locked.generation != generation or (
+                locked.status != DeliveryStatus.GENERATED):
             return False
         locked.status = DeliveryStatus.SENT
         locked.sent_at = timezone.now()
         locked.provider_ref = (provider_ref or "")[:255]
         locked.save(update_fields=["status", "sent_at", "provider_ref", "updated_at"])
-        act = DeferredAction.objects.select_for_update().get(pk=locked.action_id)
         if act.state == State.PENDING:
             move(act, State.NOTIFIED)
     logger.info("delivery %s sent over %s", delivery_id, delivery.channel,
@@ -112,15 +127,14 @@ def _send(channel: Any, delivery: Delivery, action: DeferredAction, secret: str)
 def delivery_failed(delivery_id: int, generation: int, reason: str) -> None:
     """Record a permanent failure; the action fails when no delivery is left that could still confirm it."""
     with transaction.atomic():
-        delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
-        if delivery is None or delivery.generation != generation or delivery.status in (
+        action, delivery = _lock_pair(delivery_id)
+        if action is None or delivery is None or delivery.generation != generation or delivery.status in (
                 DeliveryStatus.FAILED, DeliveryStatus.CONFIRMED, DeliveryStatus.SUPERSEDED):
             return
         delivery.status = DeliveryStatus.FAILED
         delivery.status_detail = reason[:2000]
         delivery.secret_digest = ""
         delivery.save(update_fields=["status", "status_detail", "secret_digest", "updated_at"])
-        action = DeferredAction.objects.select_for_update().get(pk=delivery.action_id)
         others = action.deliveries.exclude(pk=delivery.pk)
         hopeless = action.channel_policy == "all" or not others.exclude(status=DeliveryStatus.FAILED).exists()
         if action.is_open and hopeless:

@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from django_integration.models import DeferredAction, Delivery
 from pipeline import dispatch, formdata, limits, routing
@@ -16,7 +17,34 @@ from pipeline.conf import app_settings
 
 
 def form_path(form_class: type) -> str:
-    return f"{form_class.__module__}.{form_class.__qualname__}"
+    """The dotted path a worker imports the form by; refused if it does not lead back to the class."""
+    path = f"{form_class.__module__}.{form_class.__qualname__}"
+    try:
+        importable = import_string(path) is form_class
+    except ImportError:
+        importable = False
+    if not importable:
+        raise ValueError(f"{form_class.__name__} cannot be imported as {path!r}: a DeferredForm must be a "
+                         "module-level class, because the worker rebuilds it from that path.")
+    return path
+
+
+def check_storable(form: Any, instance: Any, user: Any) -> None:
+    """Refuse a form whose input does not survive storage unchanged, rather than apply something else later.
+
+    The input is stored, loaded and validated again exactly as at confirmation; any field whose cleaned value
+    differs (a widget whose data keys we cannot see, a value JSON cannot hold) or any new error stops it."""
+    probe = DeferredAction(form_class=form_path(type(form)), form_prefix=form.prefix,
+                           user=user if getattr(user, "pk", None) else None)
+    rebuilt = type(form).rebuild(action=probe, data=formdata.load(formdata.dump(form)), instance=instance)
+    rebuilt.confirming = True
+    if not rebuilt.is_valid():
+        raise ValueError(f"{type(form).__name__} does not validate when rebuilt from its stored input, as it "
+                         f"will be at confirmation: {rebuilt.errors.as_text()}")
+    lost = formdata.lost_in_storage(form, rebuilt)
+    if lost:
+        raise ValueError(f"{type(form).__name__}: the input of {lost} does not survive being stored as JSON; "
+                         "it would be applied differently from what was submitted.")
 
 
 def form_route(form: Any, channels: list[str] | None = None) -> routing.Route:
@@ -62,6 +90,8 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
         instance = model._default_manager.filter(pk=form.instance.pk).first()
         if instance is None:
             raise ValueError(f"The {model._meta.verbose_name} being edited no longer exists.")
+
+    check_storable(form, instance, user)
 
     with transaction.atomic():
         action = DeferredAction.objects.create(

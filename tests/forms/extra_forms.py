@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 
 from django_integration.forms import DeferredForm
 from tests.testapp.forms import ProfileEmailForm
@@ -56,10 +58,21 @@ class HalfwayFailingForm(ProfileEmailForm):
     """Writes the row, then fails: nothing of it may remain."""
 
     def save_confirmed(self):
-        profile = super().save_confirmed()
+        super().save_confirmed()
         Profile.objects.create(email="side-effect@example.org")
-        raise ValueError("the mailbox service refused the address")
-        return profile
+        raise ValidationError("the mailbox service refused the address")
+
+
+class BuggyCleanForm(ProfileEmailForm):
+    """A bug that shows only after the change was requested (say, a deploy in between): a KeyError in clean."""
+
+    broken = False
+
+    def clean(self):
+        data = super().clean()
+        if type(self).broken:
+            return {"missing": data}["absent"]
+        return data
 
 
 class RacedForm(ProfileEmailForm):
@@ -68,3 +81,32 @@ class RacedForm(ProfileEmailForm):
     def save_confirmed(self):
         Profile.objects.create(email=self.cleaned_data["email"], nickname="racer")
         return super().save_confirmed()
+
+
+class SelectDateForm(ProfileEmailForm):
+    """A date typed in three selects (data keys when_year, when_month, when_day)."""
+
+    when = forms.DateField(widget=forms.SelectDateWidget(years=range(2020, 2031)))
+
+    def save_confirmed(self):
+        profile = super().save_confirmed()
+        profile.nickname = self.cleaned_data["when"].isoformat()
+        profile.save(update_fields=["nickname"])
+        return profile
+
+
+class _HiddenKeyWidget(forms.TextInput):
+    """Reads its value from a data key that has nothing to do with the field's name."""
+
+    def value_from_datadict(self, data, files, name):
+        return data.get("unrelated_key")
+
+
+class UnstorableForm(ProfileEmailForm):
+    secret_note = forms.CharField(widget=_HiddenKeyWidget, required=False)
+
+
+class UserEmailNoRecipientForm(DeferredForm):
+    class Meta:
+        model = get_user_model()
+        fields = ["email"]

@@ -20,8 +20,8 @@ def test_pending_for_counts_open_unexpired_actions_of_that_object(flow):
     assert DeferredAction.objects.pending_for(mine) == 0
 
     flow.request(ProfileEmailForm, {"email": "a@example.org"}, instance=mine)
-    flow.request(ProfileEmailForm, {"email": "b@example.org"}, instance=mine,
-                 valid_until=timezone.now() - timedelta(minutes=1))  # already past its time
+    overdue, _ = flow.request(ProfileEmailForm, {"email": "b@example.org"}, instance=mine)
+    DeferredAction.objects.filter(pk=overdue.pk).update(valid_until=timezone.now() - timedelta(minutes=1))
     cancelled, _ = flow.request(ProfileEmailForm, {"email": "c@example.org"}, instance=mine)
     pipeline.cancel(cancelled)
     flow.request(ProfileEmailForm, {"email": "d@example.org"}, instance=theirs)
@@ -88,3 +88,15 @@ def test_an_applied_action_cannot_be_cancelled(flow):
     action.refresh_from_db()
     assert action.state == "applied"
     assert Profile.objects.get().email == "new@example.org"
+
+
+def test_no_secret_is_made_or_sent_for_an_action_already_past_its_time(flow):
+    from django.core import mail
+
+    profile = Profile.objects.create(email="late@example.org")
+    form = ProfileEmailForm({"email": "late-new@example.org"}, instance=profile)
+    assert form.is_valid()
+    sent = len(mail.outbox)
+    action = flow.run(form.save, valid_until=timezone.now() - timedelta(seconds=1))
+    assert len(mail.outbox) == sent
+    assert set(action.deliveries.values_list("secret_digest", flat=True)) == {""}

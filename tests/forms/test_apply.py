@@ -281,3 +281,22 @@ def test_the_forms_send_notification_hook_replaces_the_channel(flow):
     action.refresh_from_db()
     assert action.state == "applied"
     assert Profile.objects.get().email == "new@example.org"
+
+
+def test_an_unexpected_error_at_apply_fails_the_action_instead_of_leaving_it_confirmed(flow, caplog):
+    """A bug in the form (here a KeyError in clean) must not leave the action confirmed for redrive forever."""
+    from tests.forms.extra_forms import BuggyCleanForm
+
+    Profile.objects.create(email="bug-old@example.org")
+    action, token = flow.request(BuggyCleanForm, {"email": "bug-new@example.org"},
+                                 instance=Profile.objects.get())
+    BuggyCleanForm.broken = True
+    try:
+        assert flow.confirm(token).status == "confirmed"
+    finally:
+        BuggyCleanForm.broken = False
+    action.refresh_from_db()
+    assert action.state == "failed"
+    assert "KeyError" in action.failure_reason and "absent" not in action.failure_reason
+    assert Profile.objects.get().email == "bug-old@example.org"
+    assert any("apply failed" in r.getMessage() for r in caplog.records)

@@ -285,3 +285,58 @@ def test_saving_an_edit_of_a_row_deleted_meanwhile_is_refused():
 
     assert not DeferredAction.objects.exists()
     assert not Profile.objects.exists()
+
+
+def test_multi_part_widgets_are_stored_whole_and_applied(flow):
+    """SelectDateWidget posts when_year/when_month/when_day: all three must be stored, none dropped."""
+    from tests.forms.extra_forms import SelectDateForm
+
+    profile = Profile.objects.create(email="sd@example.org")
+    data = {"email": "sd-new@example.org", "when_year": "2024", "when_month": "5", "when_day": "6",
+            "csrfmiddlewaretoken": "x"}
+    action, token = flow.request(SelectDateForm, data, instance=profile)
+    assert set(action.form_data) == {"email", "when_year", "when_month", "when_day"}
+    assert flow.confirm(token).status == "confirmed"
+    profile.refresh_from_db()
+    assert (profile.email, profile.nickname) == ("sd-new@example.org", "2024-05-06")
+
+
+def test_a_form_whose_input_cannot_survive_storage_is_refused_at_save(db):
+    from tests.forms.extra_forms import UnstorableForm
+
+    profile = Profile.objects.create(email="lossy@example.org")
+    form = UnstorableForm({"email": "lossy-new@example.org", "unrelated_key": "kept"}, instance=profile)
+    assert form.is_valid()
+    with pytest.raises(ValueError, match="secret_note"):
+        form.save()
+    assert not DeferredAction.objects.exists()
+
+
+def test_a_nested_form_class_is_refused_because_a_worker_could_not_import_it(db):
+    class Nested(ProfileEmailForm):
+        pass
+
+    form = Nested({"email": "nested@example.org"}, instance=Profile.objects.create(email="n@example.org"))
+    assert form.is_valid()
+    with pytest.raises(ValueError, match="module-level"):
+        form.save()
+
+
+def test_save_false_positionally_is_refused_like_commit_false(db):
+    form = ProfileEmailForm({"email": "pos@example.org"}, instance=Profile.objects.create(email="p@example.org"))
+    assert form.is_valid()
+    with pytest.raises(ValueError, match="commit=False"):
+        form.save(False)
+    assert not DeferredAction.objects.exists()
+
+
+def test_without_recipient_field_a_user_edit_is_confirmed_at_the_stored_address(flow, django_user_model):
+    """A user form without recipient_field: the secret goes to the address on file, not to what was typed."""
+    from tests.forms.extra_forms import UserEmailNoRecipientForm
+
+    user = django_user_model.objects.create_user("carol", "carol@example.org", "pw")
+    form = UserEmailNoRecipientForm({"email": "carol.new@example.org"}, instance=user)
+    assert form.is_valid()
+    assert form.get_recipient("email") == "carol@example.org"
+    action, _token = flow.request(UserEmailNoRecipientForm, {"email": "carol.new@example.org"}, instance=user)
+    assert action.deliveries.get().recipient == "carol@example.org"
