@@ -1,4 +1,5 @@
-"""System check of DEFERRED_CONFIRMATION: names every bad key, unknown channel and unimportable backend."""
+"""System check of DEFERRED_CONFIRMATION: names every bad key, unknown channel and unimportable backend,
+and never crashes on a value of the wrong type."""
 
 from __future__ import annotations
 
@@ -7,13 +8,42 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, Tags, register
+from django.core.checks import Warning as CheckWarning
 from django.utils.module_loading import import_string
 
-from pipeline.conf import CHANNEL_DEFAULTS, CHANNEL_KEYS, DEFAULTS, app_settings
+from pipeline.conf import CHANNEL_DEFAULTS, CHANNEL_KEYS, DEFAULTS
+
+E = "confirmation.E{:03d}"
 
 
 def _error(msg: str, n: int, hint: str | None = None) -> Error:
-    return Error(msg, hint=hint, obj="DEFERRED_CONFIRMATION", id=f"confirmation.E{n:03d}")
+    return Error(msg, hint=hint, obj="DEFERRED_CONFIRMATION", id=E.format(n))
+
+
+def _import(path: object) -> tuple[object | None, str | None]:
+    """(object, None) or (None, why not)."""
+    if not isinstance(path, str) or not path:
+        return None, "it is not a dotted path"
+    try:
+        return import_string(path), None
+    except (ImportError, ValueError, TypeError, AttributeError) as exc:
+        return None, str(exc)
+
+
+def _positive_int(value: object, allow_none: bool = False) -> bool:
+    if value is None:
+        return allow_none
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _duration(value: object, allow_none: bool = False, positive: bool = False) -> bool:
+    if value is None:
+        return allow_none
+    return isinstance(value, timedelta) and (value > timedelta(0) if positive else value >= timedelta(0))
+
+
+def _name(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
 
 
 @register(Tags.compatibility)
@@ -21,92 +51,137 @@ def check_settings(app_configs=None, **kwargs) -> list[Error]:
     raw = getattr(settings, "DEFERRED_CONFIRMATION", {})
     if not isinstance(raw, dict):
         return [_error("DEFERRED_CONFIRMATION must be a dict.", 1)]
+    value = {key: raw.get(key, default) for key, default in DEFAULTS.items()}
     errors = [_error(f"Unknown key {key!r}.", 2, f"Known keys: {', '.join(sorted(DEFAULTS))}.")
               for key in raw if key not in DEFAULTS]
-    channels = raw.get("CHANNELS", DEFAULTS["CHANNELS"])
+    channels = value["CHANNELS"]
     if not isinstance(channels, dict) or not channels:
         return [*errors, _error("CHANNELS must be a non-empty dict of channel name -> options.", 3)]
     for name, conf in channels.items():
         errors += _check_channel(name, conf)
-    for key in ("RETENTION", "REDRIVE_AFTER", "RETRY_BACKOFF_MAX"):
-        value = raw.get(key, DEFAULTS[key])
-        if not isinstance(value, timedelta):
+    for key in ("RETENTION", "REDRIVE_AFTER", "RETRY_BACKOFF_MAX", "FAILED_ATTEMPTS_WINDOW"):
+        if not isinstance(value[key], timedelta):
             errors.append(_error(f"{key} must be a datetime.timedelta.", 4))
-        elif value < timedelta(0):
+        elif value[key] < timedelta(0):
             errors.append(_error(f"{key} must not be negative.", 4))
-    default_channels = raw.get("DEFAULT_CHANNELS", DEFAULTS["DEFAULT_CHANNELS"])
-    if not isinstance(default_channels, list | tuple):
+    if _duration(value["REDRIVE_AFTER"]) and _duration(value["RETRY_BACKOFF_MAX"]) and (
+            value["REDRIVE_AFTER"] <= value["RETRY_BACKOFF_MAX"]):
+        errors.append(_error("REDRIVE_AFTER must be longer than RETRY_BACKOFF_MAX, or redrive would replace "
+                             "the secret of a delivery that is only waiting for its next retry.", 9))
+    if not isinstance(value["DEFAULT_CHANNELS"], list | tuple):
         errors.append(_error("DEFAULT_CHANNELS must be a list of channel names.", 5))
     else:
-        errors += _check_names("DEFAULT_CHANNELS", default_channels, channels)
-    routes = raw.get("ROUTES", {})
-    if not isinstance(routes, dict):
+        errors += _check_names("DEFAULT_CHANNELS", value["DEFAULT_CHANNELS"], channels)
+    if not isinstance(value["ROUTES"], dict):
         errors.append(_error("ROUTES must be a dict of form path or model label -> channel names.", 6))
     else:
-        for target, names in routes.items():
-            errors += _check_names(f"ROUTES[{target!r}]", [names] if isinstance(names, str) else names, channels)
-    errors += _check_site_url(raw.get("SITE_URL"), channels)
-    errors += _check_celery_app(raw.get("CELERY_APP", DEFAULTS["CELERY_APP"]))
-    batch = raw.get("BATCH_SIZE", DEFAULTS["BATCH_SIZE"])
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        errors.append(_error("BATCH_SIZE must be a positive integer.", 7))
+        for target, route in value["ROUTES"].items():
+            errors += _check_route(target, route, channels)
+    errors += _check_site_url(value["SITE_URL"], channels)
+    errors += _check_celery_app(value["CELERY_APP"])
+    for key in ("BATCH_SIZE", "STATUS_REFRESH_SECONDS", "FAILED_ATTEMPTS_LIMIT"):
+        if not _positive_int(value[key]):
+            errors.append(_error(f"{key} must be a positive integer.", 7))
+    for key in ("APPLY_QUEUE", "MAINTENANCE_QUEUE"):
+        if not _name(value[key]):
+            errors.append(_error(f"{key} must be a queue name.", 40))
+    if value["FROM_EMAIL"] is not None and not _name(value["FROM_EMAIL"]):
+        errors.append(_error("FROM_EMAIL must be an address or None.", 41))
+    if value["THROTTLE_CACHE"] not in getattr(settings, "CACHES", {"default": {}}):
+        errors.append(_error(f"THROTTLE_CACHE {value['THROTTLE_CACHE']!r} is not in settings.CACHES.", 42))
+    region = value["PHONE_REGION"]
+    if region is not None and not (isinstance(region, str) and len(region) == 2 and region.isascii()
+                                   and region.isalpha()):
+        errors.append(_error("PHONE_REGION must be a two-letter region code like 'US', or None.", 43))
     return errors
 
 
 def _check_channel(name: str, conf: object) -> list[Error]:
+    where = f"CHANNELS[{name!r}]"
     if not isinstance(conf, dict):
-        return [_error(f"CHANNELS[{name!r}] must be a dict.", 10)]
-    errors = [_error(f"CHANNELS[{name!r}] has unknown key {key!r}.", 11, f"Known: {', '.join(sorted(CHANNEL_KEYS))}.")
+        return [_error(f"{where} must be a dict.", 10)]
+    errors = [_error(f"{where} has unknown key {key!r}.", 11, f"Known: {', '.join(sorted(CHANNEL_KEYS))}.")
               for key in conf if key not in CHANNEL_KEYS]
     backend = conf.get("BACKEND") or CHANNEL_DEFAULTS.get(name, {}).get("BACKEND")
     if not backend:
-        errors.append(_error(f"CHANNELS[{name!r}] is not a built-in channel and has no BACKEND.", 12,
+        errors.append(_error(f"{where} is not a built-in channel and has no BACKEND.", 12,
                              f"Built-in channels: {', '.join(CHANNEL_DEFAULTS)}."))
     else:
-        try:
-            import_string(backend)
-        except ImportError as exc:
-            errors.append(_error(f"CHANNELS[{name!r}] BACKEND {backend!r} cannot be imported: {exc}", 13,
+        _found, why = _import(backend)
+        if why:
+            errors.append(_error(f"{where} BACKEND {backend!r} cannot be imported: {why}", 13,
                                  "Is the channel's extra installed (pip install deferred-confirmation[sms])?"))
-    if "EXPIRES" in conf and not (isinstance(conf["EXPIRES"], timedelta) and conf["EXPIRES"] > timedelta(0)):
-        errors.append(_error(f"CHANNELS[{name!r}] EXPIRES must be a positive datetime.timedelta.", 14))
-    attempts = conf.get("MAX_ATTEMPTS")
-    if attempts is not None and (not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1):
-        errors.append(_error(f"CHANNELS[{name!r}] MAX_ATTEMPTS must be a positive integer or None.", 15))
+    if "EXPIRES" in conf and not _duration(conf["EXPIRES"], positive=True):
+        errors.append(_error(f"{where} EXPIRES must be a positive datetime.timedelta.", 14))
+    if not _positive_int(conf.get("MAX_ATTEMPTS"), allow_none=True):
+        errors.append(_error(f"{where} MAX_ATTEMPTS must be a positive integer or None.", 15))
     if "OPTIONS" in conf and not isinstance(conf["OPTIONS"], dict):
-        errors.append(_error(f"CHANNELS[{name!r}] OPTIONS must be a dict.", 16))
+        errors.append(_error(f"{where} OPTIONS must be a dict.", 16))
+    if "QUEUE" in conf and not _name(conf["QUEUE"]):
+        errors.append(_error(f"{where} QUEUE must be a queue name.", 17))
+    if conf.get("RATE_LIMIT") is not None and not _rate(conf["RATE_LIMIT"]):
+        errors.append(_error(f"{where} RATE_LIMIT {conf['RATE_LIMIT']!r} is not a Celery rate like '10/m'.", 18))
+    if not _positive_int(conf.get("SEND_LIMIT"), allow_none=True):
+        errors.append(_error(f"{where} SEND_LIMIT must be a positive integer or None.", 19))
+    for key in ("SEND_WINDOW", "RESEND_COOLDOWN"):
+        if key in conf and not _duration(conf[key], allow_none=True):
+            errors.append(_error(f"{where} {key} must be a datetime.timedelta or None.", 22))
     return errors
+
+
+def _rate(value: object) -> bool:
+    from celery.utils.time import rate
+
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value >= 0
+    if not isinstance(value, str) or "/" not in value:
+        return False
+    try:
+        rate(value)
+    except (ValueError, KeyError, TypeError):
+        return False
+    return value.split("/", 1)[1] in ("s", "m", "h")
+
+
+def _check_route(target: str, route: object, channels: dict) -> list[Error]:
+    where = f"ROUTES[{target!r}]"
+    if isinstance(route, dict):
+        errors = [_error(f"{where} has unknown key {key!r}; use 'channels' and 'policy'.", 23)
+                  for key in route if key not in ("channels", "policy")]
+        if route.get("policy", "any") not in ("any", "all"):
+            errors.append(_error(f"{where} policy must be 'any' or 'all'.", 24))
+        return errors + _check_names(where, route.get("channels"), channels)
+    return _check_names(where, [route] if isinstance(route, str) else route, channels)
 
 
 def _check_celery_app(path: object) -> list[Error]:
     from celery import Celery
 
-    try:
-        app = import_string(path) if isinstance(path, str) else None
-    except ImportError as exc:
-        return [_error(f"CELERY_APP {path!r} cannot be imported: {exc}", 8)]
+    app, why = _import(path)
+    if why:
+        return [_error(f"CELERY_APP {path!r} cannot be imported: {why}", 8)]
     if not isinstance(app, Celery):
         return [_error(f"CELERY_APP {path!r} is not a Celery app.", 8, 'e.g. "proj.celery.app"')]
     return []
 
 
 def _check_names(where: str, names: object, channels: dict) -> list[Error]:
-    if not isinstance(names, list | tuple):
-        return [_error(f"{where} must be a list of channel names.", 20)]
+    if not isinstance(names, list | tuple) or not names:
+        return [_error(f"{where} must be a non-empty list of channel names.", 20)]
     return [_error(f"{where} names unknown channel {n!r}.", 21, f"Configured: {', '.join(sorted(channels))}.")
-            for n in names if n not in channels]
+            for n in names if not isinstance(n, str) or n not in channels]
 
 
-def _sends_links(conf: dict) -> bool:
-    try:
-        return getattr(import_string(conf["BACKEND"]), "secret_kind", None) == "link"
-    except ImportError:
-        return False  # reported by the channel check
+def _sends_links(name: str, conf: object) -> bool:
+    backend = (conf.get("BACKEND") if isinstance(conf, dict) else None) or CHANNEL_DEFAULTS.get(name, {}).get(
+        "BACKEND")
+    found, _why = _import(backend)
+    return getattr(found, "secret_kind", None) == "link"  # an unimportable one is reported by the channel check
 
 
 def _check_site_url(site_url: object, channels: dict) -> list[Error]:
     if site_url is None:
-        if any(_sends_links(conf) for conf in app_settings.CHANNELS.values()):
+        if any(_sends_links(name, conf) for name, conf in channels.items()):
             return [_error("SITE_URL is not set; confirmation links are built from it, never from a request.",
                            30, 'Set DEFERRED_CONFIRMATION["SITE_URL"] = "https://your.site".')]
         return []
@@ -114,3 +189,18 @@ def _check_site_url(site_url: object, channels: dict) -> list[Error]:
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         return [_error(f"SITE_URL {site_url!r} must be an absolute http(s) URL.", 31)]
     return []
+
+
+@register(Tags.compatibility)
+def check_sqlite_transaction_mode(app_configs=None, **kwargs) -> list[CheckWarning]:
+    """SQLite in its default transaction mode refuses (instead of waiting for) a second simultaneous writer."""
+    warnings = []
+    for alias, conf in settings.DATABASES.items():
+        if conf.get("ENGINE", "").endswith("sqlite3") and (conf.get("OPTIONS") or {}).get(
+                "transaction_mode") != "IMMEDIATE":
+            warnings.append(CheckWarning(
+                f"DATABASES[{alias!r}] is SQLite without transaction_mode IMMEDIATE: a web process and a worker "
+                "writing at the same moment get 'database is locked' instead of waiting.",
+                hint='Set "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20} (Django 5.1+).',
+                obj="DATABASES", id="confirmation.W001"))
+    return warnings

@@ -82,7 +82,9 @@ class AppSettings:
         """Each configured channel with the built-in defaults and its queue filled in."""
         configured = self._user().get("CHANNELS", DEFAULTS["CHANNELS"])
         channels = {}
-        for name, conf in (configured or {}).items():
+        for name, conf in (configured if isinstance(configured, dict) else {}).items():
+            if not isinstance(conf, dict):
+                continue  # reported by the system check
             merged = {"QUEUE": f"confirmation.{name}", **CHANNEL_BASE}
             merged.update(CHANNEL_DEFAULTS.get(name, {}))
             merged.update(conf or {})

@@ -10,11 +10,19 @@ from __future__ import annotations
 import os
 
 from celery import Celery, signals
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example.settings")
+if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+    from django.conf import settings as _settings
 
-app = Celery("workers")
+    if not _settings.configured:
+        raise ImproperlyConfigured("workers.app reads its configuration from Django settings: set "
+                                   "DJANGO_SETTINGS_MODULE (for the demo: DJANGO_SETTINGS_MODULE=example.settings).")
+
+# Not set as Celery's current app: it must never displace a project's own app (the library publishes through
+# DEFERRED_CONFIRMATION["CELERY_APP"] explicitly; `celery -A workers` makes it current in its own process).
+app = Celery("workers", set_as_current=False)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
 DEFAULTS = {

@@ -54,6 +54,7 @@ def send_notification(self, delivery_id: int, generation: int, sealed_secret: st
             lifecycle.delivery_failed(delivery_id, generation, f"gave up after {self.request.retries} retries: {exc}")
             return False
         logger.warning("delivery %s: transient error (%s), retry %d", delivery_id, exc, self.request.retries + 1)
+        lifecycle.delivery_retrying(delivery_id, generation, str(exc))
         raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from None
 
 

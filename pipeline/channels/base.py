@@ -7,6 +7,7 @@ secret typed or clicked back.  Providers raise :class:`TransientChannelError` (r
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from pipeline import tokens
@@ -16,10 +17,21 @@ if TYPE_CHECKING:
     from django_integration.models import DeferredAction, Delivery
 
 
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*(@[A-Za-z0-9.-]+)")
+_PHONE = re.compile(r"\+\d[\d ()-]{6,}\d|\b\d{9,}\b")  # +E.164 or national, or a long digit run
+
+
+def redact_contacts(text: str) -> str:
+    """Mask email addresses and phone numbers in provider texts before they are stored or shown."""
+    text = _EMAIL.sub(lambda m: f"{m.group(1)}***{m.group(2)}", text)
+    return _PHONE.sub(lambda m: m.group(0)[:3] + "***" + m.group(0)[-2:], text)
+
+
 class ChannelError(Exception):
-    """Base of every error a channel raises; ``reason`` is stored and shown to operators."""
+    """Base of every error a channel raises; ``reason`` (contacts masked) is stored and shown to operators."""
 
     def __init__(self, reason: str, *, code: str | None = None):
+        reason = redact_contacts(str(reason))
         super().__init__(reason)
         self.reason = reason
         self.code = code

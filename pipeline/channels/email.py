@@ -6,6 +6,7 @@ make us mail a link to an attacker's domain (the password-reset poisoning bug).
 
 from __future__ import annotations
 
+import logging
 import smtplib
 from email.utils import make_msgid
 from typing import TYPE_CHECKING
@@ -25,6 +26,8 @@ from pipeline.conf import app_settings
 
 if TYPE_CHECKING:
     from django_integration.models import DeferredAction, Delivery
+
+logger = logging.getLogger("deferred_confirmation.channels")
 
 TEMPLATES = {
     "subject": "confirmation/email/subject.txt",
@@ -65,6 +68,12 @@ class EmailChannel(BaseChannel):
             if all(400 <= code < 500 for code, _msg in exc.recipients.values()):  # greylisting, mailbox busy
                 raise TransientChannelError(_smtp_reason(exc), code="recipient-deferred") from exc
             raise PermanentChannelError(_smtp_reason(exc), code="recipient-refused") from exc
+        except (smtplib.SMTPAuthenticationError, smtplib.SMTPSenderRefused) as exc:
+            # Our own mail settings are wrong (password, sender): not the recipient's fault, so no action fails
+            # for it; retried with backoff while an operator fixes the settings.
+            logger.error("email channel: the mail server refused our credentials or sender: %s", exc.smtp_code)
+            raise TransientChannelError(f"SMTP {exc.smtp_code}: mail settings refused by the server",
+                                        code=str(exc.smtp_code)) from exc
         except smtplib.SMTPResponseException as exc:
             error = PermanentChannelError if 500 <= exc.smtp_code < 600 else TransientChannelError
             raise error(f"SMTP {exc.smtp_code}: {_text(exc.smtp_error)}", code=str(exc.smtp_code)) from exc
@@ -83,7 +92,7 @@ def _text(value: bytes | str) -> str:
 
 
 def _smtp_reason(exc: smtplib.SMTPRecipientsRefused) -> str:
-    # The recipient address itself stays out of the stored reason: it is PII and already on the row.
+    # Servers often echo the address ("550 5.1.1 <bob@…> unknown"): ChannelError masks it before storing.
     reasons = [f"{code} {_text(msg)}" for code, msg in exc.recipients.values()]
     return "recipient refused: " + "; ".join(reasons)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
-from django.db import transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
 from django_integration.models import DeferredAction, Delivery
@@ -43,9 +45,19 @@ INVALID = ConfirmResult(ConfirmStatus.INVALID)
 
 def confirm(secret: Any, action: Any = None) -> ConfirmResult:
     """Accept ``secret`` (a link token, or a code/amounts for ``action``) and queue the apply."""
-    if action is None:
-        return _confirm_link(secret)
-    return _confirm_code(secret, action)
+    attempt = _confirm_link if action is None else partial(_confirm_code, action_ref=action)
+    for retry in range(LOCK_RETRIES):
+        try:
+            return attempt(secret)
+        except OperationalError:
+            # SQLite in its default (deferred) transaction mode refuses the second of two simultaneous
+            # writers at once ("database is locked") instead of waiting: a double-clicked Confirm.  Run again;
+            # the second run sees the first one's outcome (already_used).  Inside a caller's transaction the
+            # error is the caller's to handle.
+            if connection.in_atomic_block or retry == LOCK_RETRIES - 1:
+                raise
+            time.sleep(0.05 * (retry + 1))
+    raise AssertionError("unreachable")
 
 
 def peek_link(token: Any) -> ConfirmResult:
@@ -78,6 +90,9 @@ def _confirm_link(token: Any) -> ConfirmResult:
 
 
 LIVE = (DeliveryStatus.GENERATED, DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
+
+
+LOCK_RETRIES = 3
 
 
 def _confirm_code(secret: Any, action_ref: Any) -> ConfirmResult:

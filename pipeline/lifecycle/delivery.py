@@ -98,7 +98,8 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
         locked.status = DeliveryStatus.SENT
         locked.sent_at = timezone.now()
         locked.provider_ref = (provider_ref or "")[:255]
-        locked.save(update_fields=["status", "sent_at", "provider_ref", "updated_at"])
+        locked.status_detail = ""  # no longer "retrying: ..."
+        locked.save(update_fields=["status", "sent_at", "provider_ref", "status_detail", "updated_at"])
         if act.state == State.PENDING:
             move(act, State.NOTIFIED)
     logger.info("delivery %s sent over %s", delivery_id, delivery.channel,
@@ -122,6 +123,12 @@ def _send(channel: Any, delivery: Delivery, action: DeferredAction, secret: str)
     finally:
         del action.token
     return ""
+
+
+def delivery_retrying(delivery_id: int, generation: int, reason: str) -> None:
+    """A transient error; the send task will try again.  Touching the row tells redrive it is alive."""
+    Delivery.objects.filter(pk=delivery_id, generation=generation, status=DeliveryStatus.GENERATED).update(
+        status_detail=f"retrying: {reason}"[:2000], updated_at=timezone.now())
 
 
 def delivery_failed(delivery_id: int, generation: int, reason: str) -> None:

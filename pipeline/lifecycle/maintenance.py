@@ -49,6 +49,19 @@ def expire(now: datetime | None = None, batch_size: int | None = None) -> int:
     return total
 
 
+def _redrive_deliveries(action: DeferredAction, cutoff: datetime) -> None:
+    """A queued delivery's generate_token was lost: publish it again (it is idempotent).  A generated one
+    whose send has shown no sign of life since the cutoff (a retrying send touches the row on every retry)
+    lost its sealed secret: start a new generation."""
+    for delivery in action.deliveries.select_for_update().filter(
+            status__in=[DeliveryStatus.QUEUED, DeliveryStatus.GENERATED]):
+        if delivery.status == DeliveryStatus.QUEUED:
+            dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation,
+                             queue=app_settings.channel(delivery.channel)["QUEUE"])
+        elif delivery.updated_at < cutoff:
+            restart(delivery, action)
+
+
 def expire_now(action: DeferredAction) -> bool:
     """Expire one open action at once (operator's choice); True if it was open."""
     with transaction.atomic():
@@ -98,10 +111,7 @@ def redrive(now: datetime | None = None, batch_size: int | None = None) -> int:
                 if action.state == State.CONFIRMED:
                     dispatch.enqueue(dispatch.APPLY_ACTION, str(action.pk), queue=app_settings.APPLY_QUEUE)
                 else:
-                    waiting = action.deliveries.select_for_update().filter(
-                        status__in=[DeliveryStatus.QUEUED, DeliveryStatus.GENERATED])
-                    for delivery in waiting:
-                        restart(delivery, action)
+                    _redrive_deliveries(action, cutoff)
             # Touching updated_at keeps the next sweep off these rows until REDRIVE_AFTER passes again.
             DeferredAction.objects.filter(pk__in=ids).update(updated_at=now)
         total += len(ids)

@@ -96,3 +96,27 @@ def test_manage_py_check_fails_naming_the_problem(settings):
     settings.DEFERRED_CONFIRMATION = {"SITE_URL": SITE, "DEFAULT_CHANNELS": ["pigeon"]}
     with pytest.raises(SystemCheckError, match="pigeon"):
         call_command("check")
+
+
+GARBAGE = {
+    "channel options not a dict": ({"CHANNELS": {"email": "x"}}, "must be a dict"),
+    "backend not a string": ({"CHANNELS": {"email": {"BACKEND": 123}}}, "cannot be imported"),
+    "bad rate limit": ({"CHANNELS": {"email": {"RATE_LIMIT": "fast"}}}, "RATE_LIMIT"),
+    "empty queue": ({"CHANNELS": {"email": {"QUEUE": ""}}}, "QUEUE"),
+    "send limit zero": ({"CHANNELS": {"email": {"SEND_LIMIT": 0}}}, "SEND_LIMIT"),
+    "cooldown not a duration": ({"CHANNELS": {"email": {"RESEND_COOLDOWN": 60}}}, "RESEND_COOLDOWN"),
+    "route policy": ({"ROUTES": {"x.Form": {"channels": ["email"], "policy": "most"}}}, "policy"),
+    "route key": ({"ROUTES": {"x.Form": {"channels": ["email"], "via": 1}}}, "unknown key"),
+    "status refresh": ({"STATUS_REFRESH_SECONDS": "2"}, "STATUS_REFRESH_SECONDS"),
+    "apply queue": ({"APPLY_QUEUE": None}, "APPLY_QUEUE"),
+    "throttle cache": ({"THROTTLE_CACHE": "nope"}, "THROTTLE_CACHE"),
+    "phone region": ({"PHONE_REGION": "USA"}, "PHONE_REGION"),
+    "redrive shorter than backoff": ({"REDRIVE_AFTER": timedelta(minutes=1)}, "REDRIVE_AFTER"),
+    "celery app not an app": ({"CELERY_APP": "pipeline.conf.app_settings"}, "not a Celery app"),
+}
+
+
+@pytest.mark.parametrize(("conf", "named"), GARBAGE.values(), ids=GARBAGE.keys())
+def test_values_of_the_wrong_type_are_named_never_crash_the_check(settings, conf, named):
+    found = only_problem(settings, {"SITE_URL": SITE, **conf})
+    assert named in found.msg

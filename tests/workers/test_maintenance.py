@@ -37,7 +37,9 @@ def _state(action):
 
 def _age(actions, **delta):
     """Make ``actions`` look last touched ``delta`` ago (updated_at is auto_now, so via update())."""
-    DeferredAction.objects.filter(pk__in=[a.pk for a in actions]).update(updated_at=timezone.now() - timedelta(**delta))
+    then = timezone.now() - timedelta(**delta)
+    DeferredAction.objects.filter(pk__in=[a.pk for a in actions]).update(updated_at=then)
+    Delivery.objects.filter(action__in=[a.pk for a in actions]).update(updated_at=then)
 
 
 # --- expire -------------------------------------------------------------------------------------------
@@ -167,10 +169,11 @@ def test_redrive_reenqueues_actions_stuck_in_pending_and_confirmed(eager, confir
 
     assert _run(dispatch.REDRIVE) == 3
 
-    # pending: a new generation, a new secret, a mail; the lost one can no longer be sent
-    for action in (queued, generated):
+    # pending: the lost generate_token is published again (same generation: it is idempotent); a secret
+    # whose mail was lost is replaced by a new generation, so the lost one can no longer be sent
+    for action, bump in ((queued, 0), (generated, 1)):
         new = Delivery.objects.get(action=action)
-        assert new.generation == generations[action.pk] + 1
+        assert new.generation == generations[action.pk] + bump
         assert new.status == DeliveryStatus.SENT
         assert _state(action) == State.NOTIFIED
     assert Delivery.objects.get(action=generated).secret_digest != old.secret_digest
@@ -193,3 +196,19 @@ def test_redrive_reenqueues_actions_stuck_in_pending_and_confirmed(eager, confir
     assert Profile.objects.filter(email="rd-g-new@example.org").exists()
     # the sweep touched what it redrove: not picked up again before REDRIVE_AFTER passes
     assert _run(dispatch.REDRIVE) == 0
+
+
+def test_redrive_leaves_a_delivery_that_is_still_retrying_alone(eager, confirmation_settings, published):
+    """A send in transient-error backoff touches its row on each retry; redrive must not kill its secret."""
+    confirmation_settings(REDRIVE_AFTER=timedelta(minutes=10))
+    with messages_lost():
+        _p, action = stage_change("rd-live@example.org", "rd-live-new@example.org")
+        delivery = Delivery.objects.get(action=action)
+        workers.app.tasks[dispatch.GENERATE_TOKEN].apply(args=[delivery.pk, delivery.generation]).get()
+    _age([action], minutes=20)
+    pipeline.lifecycle.delivery_retrying(delivery.pk, delivery.generation, "451 try again")  # a retry, just now
+
+    assert _run(dispatch.REDRIVE) == 1
+    delivery.refresh_from_db()
+    assert delivery.generation == 0 and delivery.status == DeliveryStatus.GENERATED
+    assert delivery.status_detail == "retrying: 451 try again"
