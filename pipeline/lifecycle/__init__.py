@@ -2,7 +2,7 @@
 
 from pipeline.lifecycle.applying import ApplyRefused, apply
 from pipeline.lifecycle.confirming import ConfirmResult, ConfirmStatus, confirm, peek_link
-from pipeline.lifecycle.delivery import cancel, deliver, delivery_failed, generate, resend
+from pipeline.lifecycle.delivery import cancel, deliver, delivery_failed, delivery_retrying, generate, resend
 from pipeline.lifecycle.maintenance import expire, expire_now, purge, redrive
 from pipeline.lifecycle.staging import stage
 
@@ -15,6 +15,7 @@ __all__ = [
     "confirm",
     "deliver",
     "delivery_failed",
+    "delivery_retrying",
     "expire",
     "expire_now",
     "generate",
