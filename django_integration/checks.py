@@ -107,10 +107,15 @@ def _check_channel(name: str, conf: object) -> list[Error]:
         errors.append(_error(f"{where} is not a built-in channel and has no BACKEND.", 12,
                              f"Built-in channels: {', '.join(CHANNEL_DEFAULTS)}."))
     else:
-        _found, why = _import(backend)
+        found, why = _import(backend)
         if why:
             errors.append(_error(f"{where} BACKEND {backend!r} cannot be imported: {why}", 13,
                                  "Is the channel's extra installed (pip install deferred-confirmation[sms])?"))
+        elif hasattr(found, "check_options") and isinstance(conf.get("OPTIONS", {}), dict):
+            # The backend's own OPTIONS (credentials, code length, payout backend...), checked at start-up
+            # rather than discovered by the first send.
+            errors += [_error(f"{where} OPTIONS: {problem}", 25) for problem in found.check_options(
+                conf.get("OPTIONS", {}))]
     if "EXPIRES" in conf and not _duration(conf["EXPIRES"], positive=True):
         errors.append(_error(f"{where} EXPIRES must be a positive datetime.timedelta.", 14))
     if not _positive_int(conf.get("MAX_ATTEMPTS"), allow_none=True):
@@ -172,19 +177,11 @@ def _check_names(where: str, names: object, channels: dict) -> list[Error]:
             for n in names if not isinstance(n, str) or n not in channels]
 
 
-def _sends_links(name: str, conf: object) -> bool:
-    backend = (conf.get("BACKEND") if isinstance(conf, dict) else None) or CHANNEL_DEFAULTS.get(name, {}).get(
-        "BACKEND")
-    found, _why = _import(backend)
-    return getattr(found, "secret_kind", None) == "link"  # an unimportable one is reported by the channel check
-
-
 def _check_site_url(site_url: object, channels: dict) -> list[Error]:
     if site_url is None:
-        if any(_sends_links(name, conf) for name, conf in channels.items()):
-            return [_error("SITE_URL is not set; confirmation links are built from it, never from a request.",
-                           30, 'Set DEFERRED_CONFIRMATION["SITE_URL"] = "https://your.site".')]
-        return []
+        # Every channel's message carries a URL: the link itself, or the page where a code is typed in.
+        return [_error("SITE_URL is not set; the URLs in messages are built from it, never from a request.",
+                       30, 'Set DEFERRED_CONFIRMATION["SITE_URL"] = "https://your.site".')]
     parts = urlsplit(site_url) if isinstance(site_url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         return [_error(f"SITE_URL {site_url!r} must be an absolute http(s) URL.", 31)]

@@ -118,8 +118,9 @@ class Delivery(models.Model):
 
     @property
     def idempotency_key(self) -> str:
-        """One key per delivery and generation: a provider that sees it twice sends once."""
-        return f"dc-{self.pk}-{self.generation}"
+        """One key per delivery and generation: a provider that sees it twice sends once.  The action's
+        UUID makes it unique across sites (staging and production sharing a provider account)."""
+        return f"dc-{self.action_id}-{self.pk}-{self.generation}"
 
     def has_expired(self, now=None) -> bool:
         return self.expires_at is not None and (now or timezone.now()) >= self.expires_at

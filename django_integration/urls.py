@@ -9,5 +9,6 @@ urlpatterns = [
     path("code/<uuid:action_id>/", views.code, name="code"),
     path("deposits/<uuid:action_id>/", views.deposits, name="deposits"),
     path("resend/<uuid:action_id>/", views.resend, name="resend"),
+    path("webhooks/twilio/status/", views.twilio_status, name="twilio_status"),
     path("<str:token>/", views.link, name="link"),
 ]

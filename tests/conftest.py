@@ -49,9 +49,14 @@ def eager(settings):
 def celery_worker_inprocess(transactional_db):
     """A real Celery worker (thread pool) in this process, consuming every queue from the real Redis."""
     from celery.contrib.testing.worker import start_worker
+    from kombu import Queue
+
+    from pipeline.conf import app_settings
 
     app = workers.app
     app.conf.task_always_eager = False
+    for name in app_settings.queues():  # channels configured by this test's settings, too
+        app.amqp.queues.select_add(Queue(name))
     with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False, loglevel="WARNING",
                       shutdown_timeout=10) as worker:
         yield worker

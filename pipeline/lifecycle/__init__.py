@@ -4,6 +4,7 @@ from pipeline.lifecycle.applying import ApplyRefused, apply
 from pipeline.lifecycle.confirming import ConfirmResult, ConfirmStatus, confirm, peek_link
 from pipeline.lifecycle.delivery import cancel, deliver, delivery_failed, delivery_retrying, generate, resend
 from pipeline.lifecycle.maintenance import expire, expire_now, purge, redrive
+from pipeline.lifecycle.provider import report_status
 from pipeline.lifecycle.staging import stage
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "peek_link",
     "purge",
     "redrive",
+    "report_status",
     "resend",
     "stage",
 ]

@@ -11,7 +11,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from django_integration.models import DeferredAction, Delivery
+from django_integration.models import DeferredAction, Delivery, Payout
 from django_integration.signals import action_expired
 from pipeline import dispatch
 from pipeline.conf import app_settings
@@ -83,8 +83,12 @@ def purge(now: datetime | None = None, batch_size: int | None = None) -> int:
             ids = _batch(old.order_by(), size)
             if not ids:
                 break
+            # Payout instructions hold bank details: they go with their action.
+            Payout.objects.filter(delivery__action_id__in=ids).delete()
             Delivery.objects.filter(action_id__in=ids).delete()
             total += DeferredAction.objects.filter(pk__in=ids).delete()[1].get(DeferredAction._meta.label, 0)
+    # Payouts whose delivery is already gone (SET_NULL) are kept no longer than RETENTION either.
+    Payout.objects.filter(delivery__isnull=True, created_at__lt=now - app_settings.RETENTION).delete()
     if total:
         logger.info("purged %d actions", total, extra={"count": total})
     return total

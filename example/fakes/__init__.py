@@ -1,0 +1,1 @@
+"""Loopback fakes of outside services (print-and-mail, SMS, ...) for tests and the demo."""

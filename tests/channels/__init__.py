@@ -1,0 +1,1 @@
+"""Tests of the channels other than email, one package per channel."""

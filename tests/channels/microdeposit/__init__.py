@@ -1,0 +1,1 @@
+"""The micro-deposit channel: amounts, payout backends, bank details, the deposits page."""

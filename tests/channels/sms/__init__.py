@@ -1,0 +1,1 @@
+"""The SMS channel (Twilio), phone numbers and the delivery-status webhook."""
