@@ -81,3 +81,5 @@ if os.environ.get("DC_TEST_SHARED_DB_NAME"):
 if os.environ.get("DC_TEST_EMAIL_FILE_PATH"):
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     EMAIL_FILE_PATH = os.environ["DC_TEST_EMAIL_FILE_PATH"]
+if os.environ.get("DC_TEST_EMAIL_RATE_LIMIT"):  # a worker subprocess dedicated to the email queue
+    DEFERRED_CONFIRMATION["CHANNELS"] = {"email": {"RATE_LIMIT": os.environ["DC_TEST_EMAIL_RATE_LIMIT"]}}

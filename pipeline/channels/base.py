@@ -97,6 +97,11 @@ class BaseChannel:
         """Send ``secret`` to ``delivery.recipient``; return the provider's reference (or "")."""
         raise NotImplementedError
 
+    def discard(self, delivery: Delivery) -> int:
+        """Delete what the channel stored outside the database for ``delivery`` (a letter's PDF holds its
+        code); called by purge.  Returns how many things were deleted."""
+        return 0
+
     def context(self, *, delivery: Delivery, action: DeferredAction, secret: str) -> dict[str, Any]:
         """Template context shared by every channel's messages."""
         return {

@@ -14,6 +14,7 @@ from django.utils import timezone
 from django_integration.models import DeferredAction, Delivery, Payout
 from django_integration.signals import action_expired
 from pipeline import dispatch
+from pipeline.channels import configured_channel
 from pipeline.conf import app_settings
 from pipeline.lifecycle.confirming import expire_one
 from pipeline.lifecycle.delivery import restart
@@ -83,6 +84,7 @@ def purge(now: datetime | None = None, batch_size: int | None = None) -> int:
             ids = _batch(old.order_by(), size)
             if not ids:
                 break
+            _discard_stored_secrets(Delivery.objects.filter(action_id__in=ids))
             # Payout instructions hold bank details: they go with their action.
             Payout.objects.filter(delivery__action_id__in=ids).delete()
             Delivery.objects.filter(action_id__in=ids).delete()
@@ -92,6 +94,16 @@ def purge(now: datetime | None = None, batch_size: int | None = None) -> int:
     if total:
         logger.info("purged %d actions", total, extra={"count": total})
     return total
+
+
+def _discard_stored_secrets(deliveries) -> None:
+    for delivery in deliveries:
+        channel = configured_channel(delivery.channel)
+        try:
+            if channel is not None:
+                channel.discard(delivery)
+        except Exception:  # storage down: keep purging the database, say so loudly
+            logger.exception("purge: could not discard what %s stored for delivery %s", delivery.channel, delivery.pk)
 
 
 def redrive(now: datetime | None = None, batch_size: int | None = None) -> int:
