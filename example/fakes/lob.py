@@ -31,9 +31,11 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl
+
+from example.fakes.server import LoopbackServer
 
 COUNTRY_NAMES = {"US": "UNITED STATES", "GB": "UNITED KINGDOM", "DE": "GERMANY", "FR": "FRANCE",
                  "CA": "CANADA", "NL": "NETHERLANDS", "IE": "IRELAND", "AU": "AUSTRALIA"}
@@ -79,7 +81,7 @@ class Failure:
 
 
 @dataclass
-class FakeLob:
+class FakeLob(LoopbackServer):
     api_key: str | None = "test_fake_lob_key"  # None: any key is accepted
     host: str = "127.0.0.1"
     port: int = 0
@@ -87,46 +89,19 @@ class FakeLob:
     requests: list[LobRequest] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # letter id -> the "file" sent (HTML, URL ...)
 
+    owner_attr = "lob"  # the request handler's name for this fake
+
+    @property
+    def handler_base(self) -> type:
+        return _Handler
+
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
         self._script: list[Failure] = []
         self._by_key: dict[str, dict[str, Any]] = {}
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._init_server()
 
     # --- lifecycle ----------------------------------------------------------------------------------
-    def start(self) -> FakeLob:
-        fake = self
-
-        class Handler(_Handler):
-            lob = fake
-
-        self._stopping.clear()
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-lob", daemon=True,
-                                        kwargs={"poll_interval": 0.05})
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # cuts "slow" answers short
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeLob:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     @property
     def url(self) -> str:
         """The API base, as Lob's ``https://api.lob.com/v1``."""

@@ -31,8 +31,10 @@ import json
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from example.fakes.server import LoopbackServer
 
 FAILURES: dict[str, tuple[int, str, str]] = {
     "invalid": (400, "invalid_request_error", "The request was invalid."),
@@ -78,53 +80,26 @@ class Failure:
 
 
 @dataclass
-class FakePayoutAPI:
+class FakePayoutAPI(LoopbackServer):
     api_key: str | None = "sk_test_fake_payouts"  # None: any bearer token is accepted
     host: str = "127.0.0.1"
     port: int = 0
     payouts: list[dict[str, Any]] = field(default_factory=list)  # payout objects, as answered, oldest first
     requests: list[PayoutRequest] = field(default_factory=list)
 
+    owner_attr = "api"  # the request handler's name for this fake
+
+    @property
+    def handler_base(self) -> type:
+        return _Handler
+
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
         self._script: list[Failure] = []
         self._by_key: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}  # key -> (request body, payout)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self._init_server()
 
     # --- lifecycle ----------------------------------------------------------------------------------
-    def start(self) -> FakePayoutAPI:
-        fake = self
-
-        class Handler(_Handler):
-            api = fake
-
-        self._stopping.clear()
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-payouts", daemon=True,
-                                        kwargs={"poll_interval": 0.05})
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # cuts "slow" answers short
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakePayoutAPI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"

@@ -48,8 +48,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from example.fakes.server import LoopbackServer
 
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 30 + "01"
 DEFAULT_AUTH_TOKEN = "fake-twilio-auth-token-0123456789"
@@ -114,8 +116,14 @@ def signature(auth_token: str, url: str, params: dict[str, str]) -> str:
     return base64.b64encode(digest).decode()
 
 
-class FakeTwilio:
+class FakeTwilio(LoopbackServer):
     """A threaded HTTP server on 127.0.0.1 answering like Twilio's Messages API; see the module docstring."""
+
+    owner_attr = "owner"  # the request handler's name for this fake
+
+    @property
+    def handler_base(self) -> type:
+        return _Handler
 
     def __init__(self, account_sid: str = DEFAULT_ACCOUNT_SID, auth_token: str = DEFAULT_AUTH_TOKEN, *,
                  host: str = "127.0.0.1", port: int = 0, auto_send: bool = True):
@@ -127,44 +135,9 @@ class FakeTwilio:
         self.auto_send = auto_send
         self._state = _State()
         self._lock = threading.Condition()
-        self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._init_server()
 
     # --- running ---------------------------------------------------------------------------------------
-    def start(self) -> FakeTwilio:
-        fake = self
-
-        class Handler(_Handler):
-            owner = fake
-
-        server = ThreadingHTTPServer((self.host, self.port), Handler)
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._server = server
-        self.port = server.server_address[1]
-        self._stopping.clear()
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fake-twilio-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # ends every hang at once
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeTwilio:
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
-
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
