@@ -1,13 +1,20 @@
 """The whole pipeline, end to end, on embedded defaults: ``python -m example.demo`` (``make demo``).
 
-Runs in a fresh temporary directory (SQLite database, mail files, embedded Redis socket) that is removed
-at the end.  Starts a real Celery worker, celery beat and Django's development server as subprocesses,
-then drives the example site over HTTP like a person would:
+Runs in a fresh temporary directory (SQLite database, mail files, letters, embedded Redis socket) that is
+removed at the end.  Starts a fake Twilio in this process (``example.fakes.twilio``), then a real Celery
+worker, celery beat and Django's development server as subprocesses, then drives the example site over
+HTTP like a person would, through all four channels:
 
 1. an email change: log in, submit the form, see that nothing changed, read the mail, open the link
    (GET does not confirm), press Confirm (POST), follow the status until ``applied``, see the new
    address in the database, and see the used link refused;
-2. a sign-up: the account exists only once its link is confirmed; the password is sealed at rest.
+2. a sign-up: the account exists only once its link is confirmed; the password is sealed at rest;
+3. a phone change: read the text message the worker sent through the fake Twilio, post its signed
+   delivery report to the webhook, type a wrong code (attempts left), then the right one;
+4. a postal address change: find the letter the worker rendered to PDF, read the code printed in it
+   (with pypdf) and type it in lower case;
+5. a bank account change: read the two micro-deposits with ``manage.py export_payouts --json`` and type
+   them in the reverse order.
 
 Prints every step with the milliseconds elapsed since start.  Exits 0 on success, 1 with the reason and
 the tail of each process's log on any failure or timeout.
@@ -20,6 +27,7 @@ import email
 import email.policy
 import html
 import http.cookiejar
+import io
 import json
 import os
 import re
@@ -44,6 +52,13 @@ CSRF_RE = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 STATUS_LINK_RE = re.compile(r'href="(/confirm/status/([0-9a-f-]{36})/)"')
 LINK_RE = re.compile(r"(https?://[^\s\"'<>]+/confirm/([A-Za-z0-9_-]{43})/)")
 TOKEN_RE = re.compile(r"(?<=/confirm/)([A-Za-z0-9_-]{6})[A-Za-z0-9_-]{37}(?=/)")
+CODE_PAGE_RE = re.compile(r"/confirm/code/([0-9a-f-]{36})/")
+DEPOSITS_PAGE_RE = re.compile(r"/confirm/deposits/([0-9a-f-]{36})/")
+STATUS_PAGE_RE = re.compile(r"/confirm/status/([0-9a-f-]{36})/")
+ATTEMPTS_RE = re.compile(r"(\d+) attempts? left")
+FORM_ERRORS_RE = re.compile(r'<div class="error" role="alert" id="form-errors">(.*?)</div>', re.S)
+SMS_CODE_RE = re.compile(r"\A(\d{6}) is your confirmation code")
+TWILIO_FROM = "+15005550006"  # Twilio's test number that "sends" anything
 
 STARTED = time.monotonic()
 
@@ -82,20 +97,23 @@ class Processes:
         self.logs: dict[str, Path] = {}
         self.failed_run: str | None = None  # a command run to completion that failed (its log is worth showing)
 
-    def run(self, name: str, *args: str, timeout: float = STEP_TIMEOUT) -> None:
-        """Run a command to completion; DemoError if it fails or takes too long."""
+    def run(self, name: str, *args: str, timeout: float = STEP_TIMEOUT, capture: bool = False) -> str:
+        """Run a command to completion; DemoError if it fails or takes too long.  With ``capture``, its
+        standard output is returned rather than logged (its standard error is logged)."""
         log = self.log_dir / f"{name}.log"
         self.logs[name] = log
         with log.open("wb") as out:
             try:
-                code = subprocess.run(args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, timeout=timeout, check=False).returncode
+                done = subprocess.run(args, cwd=ROOT, env=self.env, stdout=subprocess.PIPE if capture else out,
+                                      stderr=out if capture else subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                      timeout=timeout, check=False)
             except subprocess.TimeoutExpired:
                 self.failed_run = name
                 raise DemoError(f"{name} did not finish within {timeout} s") from None
-        if code != 0:
+        if done.returncode != 0:
             self.failed_run = name
-            raise DemoError(f"{name} exited with code {code}")
+            raise DemoError(f"{name} exited with code {done.returncode}")
+        return done.stdout.decode() if capture else ""
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = self.log_dir / f"{name}.log"
@@ -299,7 +317,7 @@ def confirm_by_mail(browser: Browser, procs: Processes, mail_dir: Path, action_i
     return path, page
 
 
-def demo_email_change(base: str, procs: Processes, mail_dir: Path) -> None:
+def demo_email_change(base: str, procs: Processes, mail_dir: Path) -> Browser:
     from django.contrib.auth import get_user_model
 
     from django_integration.models import DeferredAction
@@ -345,6 +363,7 @@ def demo_email_change(base: str, procs: Processes, mail_dir: Path) -> None:
     status, _, body = alice.get(path)
     expect(status, 409, "GET of the used link", body)
     say("the used link again -> 409 Already confirmed (applied exactly once)")
+    return alice
 
 
 def demo_sign_up(base: str, procs: Processes, mail_dir: Path) -> None:
@@ -381,6 +400,203 @@ def demo_sign_up(base: str, procs: Processes, mail_dir: Path) -> None:
     say(f"database: user bob <{bob.email}> exists and his password works")
 
 
+# --- the code, deposit and letter channels ------------------------------------------------------------
+
+def submit_change(browser: Browser, path: str, fields: dict[str, str], what: str, page_re: re.Pattern
+                  ) -> tuple[str, str]:
+    """Submit the form at ``path``; it must redirect to a page matching ``page_re``.  Returns (page, action id)."""
+    status, _, page = browser.get(path)
+    expect(status, 200, f"GET {path}", page)
+    status, headers, body = browser.post_form(path, page, fields)
+    expect(status, 302, f"submitting the {what}", body)
+    location = headers.get("Location", "")
+    found = page_re.search(location)
+    if not found:
+        raise DemoError(f"the {what} redirected to {location!r}, not to the expected page")
+    action_id = found.group(1)
+    say(f"submitted {what} -> 302 to {location}; action {short_id(action_id)} "
+        f"{browser.state(action_id)['state']}")
+    return location, action_id
+
+
+def sent_delivery(action_id: str, channel: str, procs: Processes):
+    """The action's delivery over ``channel`` once the worker has handed its secret to the provider."""
+    from django_integration.models import Delivery
+
+    def probe():
+        delivery = Delivery.objects.filter(action_id=action_id, channel=channel).first()
+        if delivery is not None and delivery.status == "failed":
+            raise DemoError(f"the {channel} delivery failed: {delivery.status_detail}")
+        return delivery if delivery is not None and delivery.status == "sent" and delivery.provider_ref else None
+    return wait_for(f"the worker to send the {channel} secret of {short_id(action_id)}", probe, procs)
+
+
+def enter_secret(browser: Browser, procs: Processes, path: str, page: str, fields: dict[str, str],
+                 action_id: str, shown: str) -> None:
+    """POST the secret on its page, expect the redirect to the status page, wait for applied."""
+    status, headers, body = browser.post_form(path, page, fields)
+    expect(status, 302, f"entering {shown}", body)
+    say(f"entered {shown} -> 302 to {headers.get('Location')}")
+    polls = 0
+
+    def counted():
+        nonlocal polls
+        polls += 1
+        return settled(browser, action_id)()
+    state = wait_for(f"action {short_id(action_id)} to be applied", counted, procs)
+    say(f"status (Accept: application/json) after {polls} poll{'s' if polls > 1 else ''}: "
+        f"state={state['state']}, applied_at={state['applied_at']}")
+
+
+def demo_phone_change(alice: Browser, procs: Processes, fake) -> None:
+    from django_integration.models import Delivery
+    from example.accounts.models import Profile
+
+    code_path, action_id = submit_change(alice, "/account/phone/", {"phone": "(202) 555-0123"},
+                                         "phone change to (202) 555-0123", CODE_PAGE_RE)
+    status, _, page = alice.get(code_path)
+    expect(status, 200, "GET of the code page", page)
+    profile = Profile.objects.get(user__username="alice")
+    if profile.phone:
+        raise DemoError(f"the phone number changed before confirmation: {profile.phone}")
+    say("code page -> 200; database: alice's profile has no phone number yet")
+
+    def sms():
+        return next((m for m in fake.messages if code_path in m["body"]), None)
+    message = wait_for(f"the SMS of action {short_id(action_id)}", sms, procs)
+    found = SMS_CODE_RE.match(message["body"])
+    if not found:
+        raise DemoError(f"no code in the SMS: {message['body']!r}")
+    code = found.group(1)
+    say(f"worker texted {message['to']} from {message['from']} through the fake Twilio: "
+        f"\"{message['body'].splitlines()[0]}\"")
+
+    # Twilio reports delivery to the status webhook, signed with the auth token.
+    delivery = sent_delivery(action_id, "sms", procs)
+    if delivery.provider_ref != message["sid"]:
+        raise DemoError(f"the delivery holds {delivery.provider_ref}, not the SMS's sid {message['sid']}")
+    url, params, signature = fake.status_callback(message["sid"], "delivered")
+    status, _, body = Browser(url).request("POST", url, params, headers={"X-Twilio-Signature": signature})
+    expect(status, 200, "the signed Twilio status callback", body)
+    delivery.refresh_from_db()
+    if delivery.status != "delivered":
+        raise DemoError(f"after the status callback the delivery is {delivery.status}")
+    status, _, body = Browser(url).request("POST", url, params, headers={"X-Twilio-Signature": "forged"})
+    expect(status, 403, "a status callback with a wrong signature", body)
+    say(f"POSTed the fake Twilio's signed status callback (delivered) to {urllib.parse.urlsplit(url).path} -> 200, "
+        f"delivery {Delivery.objects.get(pk=delivery.pk).status}; the same with a wrong signature -> 403")
+
+    wrong = f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
+    status, _, page = alice.post_form(code_path, page, {"code": wrong})
+    expect(status, 400, "a wrong code", page)
+    shown = FORM_ERRORS_RE.search(page)
+    message = " ".join(html.unescape(shown.group(1)).split()) if shown else ""
+    if not ATTEMPTS_RE.search(message):
+        raise DemoError("the wrong code's page does not say how many attempts are left")
+    say(f"entered a wrong code {wrong} -> 400, \"{message}\"")
+
+    enter_secret(alice, procs, code_path, page, {"code": f"{code[:3]} {code[3:]}"}, action_id,
+                 f"the texted code as \"{code[:3]} {code[3:]}\"")
+    profile.refresh_from_db()
+    if profile.phone != "+12025550123":
+        raise DemoError(f"applied, but alice's phone number in the database is {profile.phone!r}")
+    say(f"database: alice's phone number is now {profile.phone} (E.164)")
+
+
+def pdf_text(path: Path) -> str:
+    import pypdf
+
+    reader = pypdf.PdfReader(io.BytesIO(path.read_bytes()))
+    return "\n".join(page.extract_text() or "" for page in reader.pages)
+
+
+def demo_address_change(alice: Browser, procs: Processes, letters_dir: Path) -> None:
+    from example.accounts.models import Profile
+
+    address = {"address_name": "Alice Example", "address_line1": "1600 Pennsylvania Ave NW", "address_line2": "",
+               "address_city": "Washington", "address_state": "dc", "address_postal_code": "20500",
+               "address_country": "US"}
+    status_path, action_id = submit_change(alice, "/account/address/", address,
+                                           "address change to 1600 Pennsylvania Ave NW", STATUS_PAGE_RE)
+    status, _, page = alice.get(status_path)
+    expect(status, 200, "GET of the status page", page)
+    found = CODE_PAGE_RE.search(page)
+    if not found or found.group(1) != action_id:
+        raise DemoError("the status page of the letter's change has no link to its code page")
+    code_path = found.group(0)
+    profile = Profile.objects.get(user__username="alice")
+    if profile.address_line1:
+        raise DemoError(f"the address changed before confirmation: {profile.address_line1}")
+    say(f"status page -> 200, links to the code page {code_path}; database: alice has no address yet")
+
+    delivery = sent_delivery(action_id, "letter", procs)
+    pdf = letters_dir / delivery.provider_ref
+    if not pdf.is_file() or not pdf.read_bytes().startswith(b"%PDF-"):
+        raise DemoError(f"no PDF letter at {pdf}")
+    from pipeline.channels.letter import ALPHABET
+
+    text = pdf_text(pdf)
+    codes = re.findall(rf"\b([{ALPHABET}]{{4}}-[{ALPHABET}]{{4}})\b", text)
+    if len(codes) != 1:
+        raise DemoError(f"expected one code in the letter, found {codes}")
+    code = codes[0]
+    if "1600 PENNSYLVANIA AVE NW" not in text.upper() or code_path not in text:
+        raise DemoError("the letter lacks the new address or the code page's address")
+    say(f"worker rendered the letter {letters_dir.name}/{pdf.name} ({pdf.stat().st_size // 1024} kB); "
+        f"pypdf reads the address, the code page's URL and the code {code}")
+
+    status, _, page = alice.get(code_path)
+    expect(status, 200, "GET of the code page", page)
+    enter_secret(alice, procs, code_path, page, {"code": code.lower()}, action_id,
+                 f"the letter's code as \"{code.lower()}\"")
+    profile.refresh_from_db()
+    if (profile.address_line1, profile.address_state, profile.address_postal_code) != (
+            "1600 Pennsylvania Ave NW", "DC", "20500"):
+        raise DemoError(f"applied, but alice's address in the database is {profile.address_line1!r}")
+    say(f"database: alice's address is now {profile.address_line1}, {profile.address_city}, "
+        f"{profile.address_state} {profile.address_postal_code}")
+
+
+def demo_bank_account(alice: Browser, procs: Processes) -> None:
+    from django_integration.models import DeferredAction
+    from example.accounts.models import Profile
+
+    account = {"bank_holder": "Alice Example", "bank_iban": "", "bank_routing_number": "111000025",
+               "bank_account_number": "000123456789"}
+    deposits_path, action_id = submit_change(alice, "/account/bank/", account,
+                                             "bank account change (routing 111000025, account …6789)",
+                                             DEPOSITS_PAGE_RE)
+    status, _, page = alice.get(deposits_path)
+    expect(status, 200, "GET of the deposits page", page)
+    profile = Profile.objects.get(user__username="alice")
+    if profile.bank_account_number:
+        raise DemoError("the bank account changed before confirmation")
+    if account["bank_account_number"] in json.dumps(DeferredAction.objects.get(pk=action_id).form_data):
+        raise DemoError("the stored change holds the account number in clear")
+    say("deposits page -> 200; database: no bank account yet; the stored change holds the account number "
+        "only sealed")
+
+    sent_delivery(action_id, "microdeposit", procs)
+    out = procs.run("export_payouts", sys.executable, "manage.py", "export_payouts", "--json",
+                    "--action", action_id, capture=True)
+    rows = json.loads(out)
+    if len(rows) != 1:
+        raise DemoError(f"export_payouts listed {len(rows)} payouts for the action, not 1")
+    row = rows[0]
+    first, second = row["amounts_decimal"]
+    say(f"manage.py export_payouts --json: pay {row['currency']} {first} and {second} to {row['account']['holder']}"
+        f" (routing {row['account']['routing_number']}, account …{row['account']['account_number'][-4:]}); "
+        f"marked exported")
+
+    enter_secret(alice, procs, deposits_path, page, {"first": second, "second": first}, action_id,
+                 f"the amounts in reverse order, {second} and {first}")
+    profile.refresh_from_db()
+    if (profile.bank_routing_number, profile.bank_account_number) != ("111000025", "000123456789"):
+        raise DemoError("applied, but alice's bank account in the database is not the new one")
+    say(f"database: alice's bank account is now routing {profile.bank_routing_number}, "
+        f"account …{profile.bank_account_number[-4:]}")
+
+
 def describe_schedule() -> str:
     from django_celery_beat.models import PeriodicTask
 
@@ -400,8 +616,13 @@ def main() -> int:
     # Embedded defaults whatever the shell has set: the temp dir's SQLite, mail files and Redis.
     for name in ("DATABASE_URL", "CELERY_BROKER_URL", "EMAIL_BACKEND", "CELERY_TASK_ALWAYS_EAGER"):
         os.environ.pop(name, None)
+    from example.fakes.twilio import FakeTwilio
+
+    # Twilio's Messages API, faked on loopback: the worker's twilio SDK sends its texts here.
+    fake = FakeTwilio().start()
     os.environ.update(EXAMPLE_VAR_DIR=str(var_dir), SITE_URL=base, DJANGO_SETTINGS_MODULE="example.settings",
-                      PYTHONUNBUFFERED="1")
+                      PYTHONUNBUFFERED="1", TWILIO_BASE_URL=fake.url, TWILIO_ACCOUNT_SID=fake.account_sid,
+                      TWILIO_AUTH_TOKEN=fake.auth_token, TWILIO_FROM=TWILIO_FROM)
     (var_dir / "logs").mkdir()
     procs = Processes(var_dir / "logs", dict(os.environ))
     failure: str | None = "did not finish"
@@ -418,7 +639,9 @@ def main() -> int:
         from django.conf import settings
 
         mail_dir = Path(settings.EMAIL_FILE_PATH)
-        say(f"var dir {var_dir}: SQLite, mail in {mail_dir.name}/, embedded Redis at {settings.CELERY_BROKER_URL}")
+        letters_dir = Path(settings.STORAGES["letters"]["OPTIONS"]["location"])
+        say(f"var dir {var_dir}: SQLite, mail in {mail_dir.name}/, letters in {letters_dir.name}/, "
+            f"embedded Redis at {settings.CELERY_BROKER_URL}; fake Twilio at {fake.url}")
 
         procs.run("migrate", sys.executable, "manage.py", "migrate", "--no-input")
         say("manage.py migrate: tables created, and the beat schedule: " + describe_schedule())
@@ -435,9 +658,15 @@ def main() -> int:
         say(f"worker answering: {', '.join(name for reply in replies for name in reply)}")
 
         print("--- 1. email change (edit): applied only after the link is confirmed", flush=True)
-        demo_email_change(base, procs, mail_dir)
+        alice = demo_email_change(base, procs, mail_dir)
         print("--- 2. sign-up (create): the account is created only after confirmation", flush=True)
         demo_sign_up(base, procs, mail_dir)
+        print("--- 3. phone change: a code by SMS (Twilio's API, faked), a wrong code first", flush=True)
+        demo_phone_change(alice, procs, fake)
+        print("--- 4. postal address change: a code printed in a letter (PDF)", flush=True)
+        demo_address_change(alice, procs, letters_dir)
+        print("--- 5. bank account change: two micro-deposits, read from the payouts ledger", flush=True)
+        demo_bank_account(alice, procs)
         procs.check_alive()
         failure = None
         say("all steps passed")
@@ -459,6 +688,7 @@ def main() -> int:
         if failure:
             print(f"\nDEMO FAILED: {failure}", file=sys.stderr, flush=True)
         procs.stop_all()
+        fake.stop()
         if failure:
             procs.print_log_tails()
         _stop_redis(var_dir)
@@ -466,7 +696,8 @@ def main() -> int:
         if failure:
             print(f"\nDEMO FAILED: {failure} (logs above; temporary files removed)", file=sys.stderr, flush=True)
         else:
-            say("stopped worker, beat, web server and the embedded Redis; removed the temporary directory")
+            say("stopped worker, beat, web server, the fake Twilio and the embedded Redis; removed the "
+                "temporary directory")
 
 
 def _stop_redis(var_dir: Path) -> None:

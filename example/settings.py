@@ -1,5 +1,6 @@
 """Settings of the demo project.  Embedded defaults (SQLite, an embedded Redis); override by environment:
-DATABASE_URL, CELERY_BROKER_URL, SITE_URL, SECRET_KEY, DEBUG, ALLOWED_HOSTS, EMAIL_BACKEND."""
+DATABASE_URL, CELERY_BROKER_URL, SITE_URL, SECRET_KEY, DEBUG, ALLOWED_HOSTS, EMAIL_BACKEND, and for the SMS
+channel TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_FROM, TWILIO_BASE_URL."""
 
 import os
 from datetime import timedelta
@@ -8,6 +9,7 @@ from pathlib import Path
 import dj_database_url
 
 from example import embedded_redis
+from example.fakes import twilio as fake_twilio
 
 BASE_DIR = Path(__file__).resolve().parent
 VAR_DIR = Path(os.environ.get("EXAMPLE_VAR_DIR", BASE_DIR / "var"))
@@ -73,9 +75,53 @@ EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.fileb
 EMAIL_FILE_PATH = VAR_DIR / "mail"
 DEFAULT_FROM_EMAIL = "Example <no-reply@example.com>"
 
+# Letters are PDFs with a live code in them: a storage of their own, outside anything a web server publishes.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "letters": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": VAR_DIR / "letters", "base_url": "/unpublished-letters/",
+                            "file_permissions_mode": 0o600, "directory_permissions_mode": 0o700}},
+}
+MEDIA_ROOT = VAR_DIR / "media"
+
+# Twilio.  Without TWILIO_* in the environment these are the credentials of the fake Twilio in
+# example/fakes/twilio.py (`python -m example.fakes.twilio 8001`, then TWILIO_BASE_URL=http://127.0.0.1:8001):
+# real Twilio refuses them, and the SMS action then fails with Twilio's "Authenticate" error.  The demo
+# starts the fake itself and sets TWILIO_BASE_URL.  With real credentials, leave TWILIO_BASE_URL unset.
+TWILIO_OPTIONS = {
+    "ACCOUNT_SID": os.environ.get("TWILIO_ACCOUNT_SID", fake_twilio.DEFAULT_ACCOUNT_SID),
+    "AUTH_TOKEN": os.environ.get("TWILIO_AUTH_TOKEN", fake_twilio.DEFAULT_AUTH_TOKEN),
+    "FROM": os.environ.get("TWILIO_FROM", "+15005550006"),
+}
+if os.environ.get("TWILIO_BASE_URL"):
+    TWILIO_OPTIONS["BASE_URL"] = os.environ["TWILIO_BASE_URL"]
+
+# The return address printed on the letters.
+LETTER_SENDER = {"name": "Example Inc.", "line1": "185 Berry St", "line2": "Suite 6100", "city": "San Francisco",
+                 "state": "CA", "postal_code": "94107", "country": "US"}
+
 DEFERRED_CONFIRMATION = {
     "SITE_URL": os.environ.get("SITE_URL", "http://127.0.0.1:8000"),
-    "ROUTES": {"example.accounts.forms.EmailChangeForm": ["email"]},
+    "CHANNELS": {
+        "email": {},  # a link by mail, with Django's EMAIL_BACKEND (files in var/mail/ here)
+        "sms": {"BACKEND": "pipeline.channels.sms.TwilioSMSChannel", "OPTIONS": TWILIO_OPTIONS},
+        "letter": {"BACKEND": "pipeline.channels.letter.PDFLetterChannel",
+                   "OPTIONS": {"STORAGE": "letters", "FROM": LETTER_SENDER, "PAGE_SIZE": "letter"}},
+        # The default payout backend: a ledger row per deposit pair, paid by whoever runs
+        # `manage.py export_payouts` (the demo reads the amounts from there).
+        "microdeposit": {"BACKEND": "pipeline.channels.microdeposit.LedgerChannel", "OPTIONS": {"CURRENCY": "USD"}},
+    },
+    # Which channel confirms which form (a form's own confirmation_channels would win over these).
+    "ROUTES": {
+        "example.accounts.forms.EmailChangeForm": ["email"],
+        "example.accounts.forms.PhoneChangeForm": ["sms"],
+        "example.accounts.forms.AddressChangeForm": ["letter"],
+        # The dict form: {"channels": [...], "policy": "any" | "all"} ("all": every channel must be confirmed).
+        "example.accounts.forms.BankAccountForm": {"channels": ["microdeposit"], "policy": "all"},
+    },
+    "DEFAULT_CHANNELS": ["email"],  # the sign-up form
+    "PHONE_REGION": "US",  # numbers typed without +country code are American
     "RETENTION": timedelta(days=30),
 }
 

@@ -1,13 +1,13 @@
 """deferred-confirmation's core: lifecycle, tokens, channels, routing.
 
 Public API (DESIGN §3): ``pipeline.confirm``, ``pipeline.resend``, ``pipeline.cancel``,
-``pipeline.ConfirmResult``, ``pipeline.ConfirmStatus``.  Loaded lazily, because the models import the
-leaf modules of this package while Django's app registry is still filling.
+``pipeline.ConfirmResult``, ``pipeline.ConfirmStatus``, ``pipeline.ResendResult``.  Loaded lazily, because the
+models import the leaf modules of this package while Django's app registry is still filling.
 """
 
 from typing import Any
 
-__all__ = ["ConfirmResult", "ConfirmStatus", "cancel", "confirm", "resend"]
+__all__ = ["ConfirmResult", "ConfirmStatus", "ResendResult", "cancel", "confirm", "resend"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,17 @@
-"""The demo's deferred forms: an email change (edit) and a sign-up (create)."""
+"""The demo's deferred forms: an email change (edit) and a sign-up (create), confirmed by a mailed link, and
+changes of the profile's phone number (SMS code), postal address (letter) and bank account (micro-deposits).
+
+The channel of each form comes from ``DEFERRED_CONFIRMATION["ROUTES"]`` in example/settings.py.
+"""
 
 from django import forms
 from django.contrib.auth import get_user_model, password_validation
 
+from django_integration.banking import ABARoutingNumberField, IBANField, USAccountNumberField
 from django_integration.forms import DeferredForm
+from django_integration.phone import PhoneNumberField
+from django_integration.postal import MAX_LENGTH, REQUIRED, PostalAddressMixin, country_choices
+from example.accounts.models import Profile
 
 User = get_user_model()
 
@@ -56,3 +64,90 @@ class SignUpForm(DeferredForm):
         user.set_password(self.cleaned_data["password"])
         user.save()
         return user
+
+
+class PhoneChangeForm(DeferredForm):
+    """A new mobile number, confirmed by a code texted to it (route: ``sms``)."""
+
+    recipient_field = "phone"  # the code goes to the NEW number
+    phone = PhoneNumberField(label="New mobile number",
+                             help_text="A US number, or any number with its +country code.")
+
+    class Meta:
+        model = Profile
+        fields = ["phone"]
+
+    def clean_phone(self):
+        phone = self.cleaned_data["phone"]
+        if phone and phone == Profile.objects.filter(pk=self.instance.pk).values_list("phone", flat=True).first():
+            raise forms.ValidationError("This is already your mobile number.")
+        return phone
+
+
+def _countries():
+    return [("", "Choose a country"), *country_choices()]
+
+
+ADDRESS_FIELDS = ["address_name", "address_line1", "address_line2", "address_city", "address_state",
+                  "address_postal_code", "address_country"]
+
+
+class AddressChangeForm(PostalAddressMixin, DeferredForm):
+    """A new postal address, confirmed by a letter with a code, mailed to it (route: ``letter``).
+
+    PostalAddressMixin checks and normalises the ``address_*`` fields (postal code per country, US states)
+    and keeps the address dict in ``self.postal_address``."""
+
+    postal_state_required_for = ("US",)
+    address_country = forms.ChoiceField(label="Country", choices=_countries)
+    address_state = forms.CharField(label="State / region", max_length=MAX_LENGTH, required=False,
+                                    help_text="Required in the US: the two-letter code, such as NY.")
+
+    class Meta:
+        model = Profile
+        fields = ADDRESS_FIELDS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for part in REQUIRED:  # blank on the model (a profile starts without an address), required here
+            self.fields[f"address_{part}"].required = True
+
+    def get_recipient(self, channel):
+        return self.postal_address if channel == "letter" else super().get_recipient(channel)
+
+
+class BankAccountForm(DeferredForm):
+    """A new bank account, confirmed by two small deposits into it (route: ``microdeposit``): an IBAN, or a US
+    routing and account number.  The account numbers are sealed (encrypted) in the stored change."""
+
+    sensitive_fields = ("bank_iban", "bank_account_number")
+
+    bank_holder = forms.CharField(label="Account holder", max_length=100)
+    bank_iban = IBANField(label="IBAN", required=False, help_text="Or leave empty and fill in the two US fields.")
+    bank_routing_number = ABARoutingNumberField(label="US routing number", required=False)
+    bank_account_number = USAccountNumberField(label="US account number", required=False)
+
+    class Meta:
+        model = Profile
+        fields = ["bank_holder", "bank_iban", "bank_routing_number", "bank_account_number"]
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        iban, us = data.get("bank_iban"), [data.get("bank_routing_number"), data.get("bank_account_number")]
+        if iban and any(us):
+            raise forms.ValidationError("Enter an IBAN or a US routing and account number, not both.")
+        if not iban and not all(us):
+            raise forms.ValidationError("Enter an IBAN, or a US routing number and account number.")
+        return data
+
+    def get_recipient(self, channel):
+        """The account the deposits are paid into (the payout backend receives this dict)."""
+        if channel != "microdeposit":
+            return super().get_recipient(channel)
+        data = self.cleaned_data
+        if data.get("bank_iban"):
+            return {"holder": data["bank_holder"], "iban": data["bank_iban"], "country": data["bank_iban"][:2]}
+        return {"holder": data["bank_holder"], "routing_number": data["bank_routing_number"],
+                "account_number": data["bank_account_number"], "country": "US"}

@@ -1,13 +1,30 @@
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
 from django_integration.models import DeferredAction
-from example.accounts.forms import EmailChangeForm, SignUpForm
+from example.accounts.forms import (
+    AddressChangeForm,
+    BankAccountForm,
+    EmailChangeForm,
+    PhoneChangeForm,
+    SignUpForm,
+)
+from example.accounts.models import Profile
 
 
 def home(request):
-    pending = DeferredAction.objects.pending_for(request.user) if request.user.is_authenticated else 0
-    return render(request, "accounts/home.html", {"pending": pending})
+    context = {"pending": 0, "open_actions": [], "profile": None}
+    if request.user.is_authenticated:
+        context["pending"] = DeferredAction.objects.pending_for(request.user)
+        context["profile"] = Profile.objects.filter(user=request.user).first()
+        # Changes still waiting for their secret, with a link to where each one stands.
+        context["open_actions"] = DeferredAction.objects.filter(user=request.user).open().order_by("-created_at")[:10]
+    return render(request, "accounts/home.html", context)
+
+
+def _form_page(request, form, title, intro=""):
+    return render(request, "accounts/form.html", {"form": form, "title": title, "intro": intro},
+                  status=400 if form.errors else 200)
 
 
 @login_required
@@ -16,8 +33,45 @@ def change_email(request):
     if request.method == "POST" and form.is_valid():
         action = form.save(user=request.user, description=f"Change your email address to {form.cleaned_data['email']}")
         return render(request, "accounts/sent.html", {"action": action}, status=202)
-    return render(request, "accounts/form.html", {"form": form, "title": "Change your email address"},
-                  status=400 if form.errors else 200)
+    return _form_page(request, form, "Change your email address")
+
+
+@login_required
+def change_phone(request):
+    form = PhoneChangeForm(request.POST or None, instance=Profile.of(request.user))
+    if request.method == "POST" and form.is_valid():
+        action = form.save(user=request.user,
+                           description=f"Change your mobile number to {form.cleaned_data['phone']}")
+        # The text arrives within seconds: straight to the page where its code is typed in.
+        return redirect("confirmation:code", action_id=action.pk)
+    return _form_page(request, form, "Change your mobile number",
+                      "We will text a code to the new number. It changes once you enter that code.")
+
+
+@login_required
+def change_address(request):
+    form = AddressChangeForm(request.POST or None, instance=Profile.of(request.user))
+    if request.method == "POST" and form.is_valid():
+        address = form.postal_address
+        action = form.save(user=request.user,
+                           description=f"Change your postal address to {address['line1']}, {address['city']}")
+        # A letter takes days: the status page says so and links to the code page for when it arrives.
+        return redirect("confirmation:status", action_id=action.pk)
+    return _form_page(request, form, "Change your postal address",
+                      "We will mail a letter with a code to the new address. It changes once you enter that code.")
+
+
+@login_required
+def change_bank_account(request):
+    form = BankAccountForm(request.POST or None, instance=Profile.of(request.user))
+    if request.method == "POST" and form.is_valid():
+        number = form.cleaned_data["bank_iban"] or form.cleaned_data["bank_account_number"]
+        action = form.save(user=request.user, description=f"Change your bank account to the one ending in "
+                                                          f"{number[-4:]}")
+        return redirect("confirmation:deposits", action_id=action.pk)
+    return _form_page(request, form, "Change your bank account",
+                      "We will pay two small amounts (under $1) into the new account. It becomes your account "
+                      "once you enter both amounts from your statement.")
 
 
 def sign_up(request):
@@ -25,5 +79,4 @@ def sign_up(request):
     if request.method == "POST" and form.is_valid():
         action = form.save(description=f"Create the account {form.cleaned_data['username']}")
         return render(request, "accounts/sent.html", {"action": action}, status=202)
-    return render(request, "accounts/form.html", {"form": form, "title": "Sign up"},
-                  status=400 if form.errors else 200)
+    return _form_page(request, form, "Sign up")

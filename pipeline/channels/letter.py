@@ -184,7 +184,8 @@ class PDFLetterChannel(BaseChannel):
         """The PDF's name for one generation of ``delivery``: keyed hash of its idempotency key, so a retry
         overwrites its own file (one letter per secret), no personal data, not guessable without the key."""
         gen = delivery.generation if generation is None else generation
-        digest = salted_hmac("deferred_confirmation.letter.file", f"dc-{delivery.pk}-{gen}",
+        # The action's UUID keeps two sites sharing a storage (and a SECRET_KEY) from overwriting each other.
+        digest = salted_hmac("deferred_confirmation.letter.file", f"dc-{delivery.action_id}-{delivery.pk}-{gen}",
                              algorithm="sha256").hexdigest()[:32]
         return f"letter-{digest}.pdf"
 

@@ -2,7 +2,15 @@
 
 from pipeline.lifecycle.applying import ApplyRefused, apply
 from pipeline.lifecycle.confirming import ConfirmResult, ConfirmStatus, confirm, peek_link
-from pipeline.lifecycle.delivery import cancel, deliver, delivery_failed, delivery_retrying, generate, resend
+from pipeline.lifecycle.delivery import (
+    ResendResult,
+    cancel,
+    deliver,
+    delivery_failed,
+    delivery_retrying,
+    generate,
+    resend,
+)
 from pipeline.lifecycle.maintenance import expire, expire_now, purge, redrive
 from pipeline.lifecycle.provider import report_status
 from pipeline.lifecycle.staging import stage
@@ -11,6 +19,7 @@ __all__ = [
     "ApplyRefused",
     "ConfirmResult",
     "ConfirmStatus",
+    "ResendResult",
     "apply",
     "cancel",
     "confirm",
