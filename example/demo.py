@@ -536,7 +536,8 @@ def demo_address_change(alice: Browser, procs: Processes, letters_dir: Path) -> 
     from pipeline.channels.letter import ALPHABET
 
     text = pdf_text(pdf)
-    codes = re.findall(rf"\b([{ALPHABET}]{{4}}-[{ALPHABET}]{{4}})\b", text)
+    # not inside the code page's URL, whose UUID can hold a group like "3464-4769"
+    codes = re.findall(rf"(?<![\w/-])([{ALPHABET}]{{4}}-[{ALPHABET}]{{4}})(?![\w/-])", text)
     if len(codes) != 1:
         raise DemoError(f"expected one code in the letter, found {codes}")
     code = codes[0]
