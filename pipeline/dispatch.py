@@ -3,11 +3,19 @@
 Enqueuing on commit means a worker never sees an action the database does not have yet, and a rolled
 back save sends nothing.  If the broker is down the commit still stands (the error is logged) and the
 ``confirmation.redrive`` sweeper re-enqueues the action later: the database is the outbox.
+
+Traceable, never readable: every task about an action carries its id (``apply_action``'s argument, an
+``action_id`` keyword on ``generate_token`` and ``send_notification``), and every message is published with
+an ``argsrepr``/``kwargsrepr`` (:func:`describe`) showing ids and numbers only: the sealed secret appears as
+``<sealed>`` in task events, Flower and worker logs.  (The message body still holds it, sealed: a broker
+reader sees ciphertext only.)
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from functools import partial
 from typing import Any
 
@@ -23,8 +31,19 @@ logger = logging.getLogger("deferred_confirmation.dispatch")
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
-def enqueue(task_name: str, *args: Any, queue: str | None = None, countdown: float | None = None) -> None:
-    transaction.on_commit(partial(_publish, task_name, args, queue, countdown), robust=True)
+def enqueue(task_name: str, *args: Any, queue: str | None = None, countdown: float | None = None,
+            action_id: Any = None) -> None:
+    """Publish ``task_name(*args)`` when the current transaction commits.  ``action_id`` (the action the
+    task is about) goes along as a keyword to the delivery tasks, for Flower; looked up if not given."""
+    kwargs = {}
+    if task_name in ACTION_KEYWORD_TASKS:
+        if action_id is None and args:
+            from django_integration.models import Delivery
+
+            action_id = Delivery.objects.filter(pk=args[0]).values_list("action_id", flat=True).first()
+        if action_id is not None:
+            kwargs["action_id"] = str(action_id)
+    transaction.on_commit(partial(_publish, task_name, args, kwargs, queue, countdown), robust=True)
 
 
 def celery_app() -> Celery:
@@ -34,22 +53,48 @@ def celery_app() -> Celery:
     return import_string(app_settings.CELERY_APP)
 
 
-def _publish(task_name: str, args: tuple, queue: str | None, countdown: float | None) -> None:
-    options = {"queue": queue, "countdown": countdown, "retry": True, "retry_policy": PUBLISH_RETRY_POLICY}
+def _publish(task_name: str, args: tuple, kwargs: dict, queue: str | None, countdown: float | None) -> None:
+    argsrepr, kwargsrepr = describe(args, kwargs)
+    options = {"queue": queue, "countdown": countdown, "retry": True, "retry_policy": PUBLISH_RETRY_POLICY,
+               "argsrepr": argsrepr, "kwargsrepr": kwargsrepr}
     app = celery_app()
     task = app.tasks.get(task_name)
     try:
         if task is not None:  # honours CELERY_TASK_ALWAYS_EAGER
-            task.apply_async(args=args, **options)
+            task.apply_async(args=args, kwargs=kwargs or None, **options)
         else:
-            app.send_task(task_name, args=args, **options)
+            app.send_task(task_name, args=args, kwargs=kwargs or None, **options)
     except Exception:
-        logger.exception("could not enqueue %s%s; redrive will retry", task_name, _safe_args(args))
+        logger.exception("could not enqueue %s%s %s; redrive will retry", task_name, argsrepr, kwargsrepr,
+                         extra={"event": "enqueue", "outcome": "failed", "task": task_name,
+                                "action_id": kwargs.get("action_id")})
 
 
-def _safe_args(args: tuple) -> tuple:
-    # Arguments are ids and sealed secrets; only the first (an id) is worth logging.
-    return args[:1]
+class _Hidden:
+    def __repr__(self) -> str:
+        return SEALED
+
+
+SEALED = "<sealed>"
+_HIDDEN = _Hidden()
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+
+
+def _shown(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | uuid.UUID):
+        return str(value) if isinstance(value, uuid.UUID) else value
+    if isinstance(value, str) and _UUID.fullmatch(value):
+        return value
+    return _HIDDEN  # a sealed secret, or anything else that is not an id
+
+
+def describe(args: Any, kwargs: Any) -> tuple[str, str]:
+    """``(argsrepr, kwargsrepr)`` of a task call: ids, numbers and uuids shown, anything else ``<sealed>``.
+
+    Celery puts these, not the arguments, in task events (Flower) and in worker logs."""
+    shown_args = tuple(_shown(value) for value in (args or ()))
+    shown_kwargs = {str(key): _shown(value) for key, value in dict(kwargs or {}).items()}
+    return repr(shown_args), repr(shown_kwargs)
 
 
 # Task names are part of the public contract (DESIGN §6); workers.tasks registers them.
@@ -59,3 +104,6 @@ APPLY_ACTION = "confirmation.apply_action"
 EXPIRE_STALE = "confirmation.expire_stale"
 PURGE = "confirmation.purge"
 REDRIVE = "confirmation.redrive"
+
+#: Tasks about one delivery: they get the action's id as the ``action_id`` keyword (for Flower).
+ACTION_KEYWORD_TASKS = frozenset({GENERATE_TOKEN, SEND_NOTIFICATION})

@@ -2,14 +2,18 @@
 
 All are idempotent (running one twice has the effect of once), acknowledged late and rejected back to
 the queue if their worker dies.  Arguments are ids, generations and a sealed secret: nothing readable in
-the broker, in Flower or in the result backend.
+the broker, and not even the sealed secret in task events or Flower: every publish of these tasks, a
+retry's too, carries an ``argsrepr``/``kwargsrepr`` that shows ids only (:func:`pipeline.dispatch.describe`).
+The delivery tasks take the action's id as an optional ``action_id`` keyword, so Flower shows which action a
+task is for; calls without it (messages published by an earlier version) still work.  Results are ignored;
+the task-succeeded event's result is a bool or a count.
 """
 
 from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.db import InterfaceError, OperationalError
 
@@ -21,7 +25,22 @@ logger = logging.getLogger("deferred_confirmation.tasks")
 
 #: Database errors worth another try: lost connection, lock timeout, deadlock, serialization failure.
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+
+
+class ConfirmationTask(Task):
+    """Every publish (a retry's, beat's, a redrive's) shows ids only in events and Flower."""
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None, link_error=None,
+                    shadow=None, **options):
+        if options.get("argsrepr") is None or options.get("kwargsrepr") is None:
+            argsrepr, kwargsrepr = dispatch.describe(args, kwargs)
+            options["argsrepr"] = options.get("argsrepr") or argsrepr
+            options["kwargsrepr"] = options.get("kwargsrepr") or kwargsrepr
+        return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)
+
+
 COMMON = {
+    "base": ConfirmationTask,
     "bind": True,
     "acks_late": True,
     "reject_on_worker_lost": True,
@@ -41,20 +60,20 @@ def backoff(retries: int) -> int:
 
 
 @shared_task(name=dispatch.GENERATE_TOKEN, **COMMON)
-def generate_token(self, delivery_id: int, generation: int) -> bool:
+def generate_token(self, delivery_id: int, generation: int, action_id: str | None = None) -> bool:
     return lifecycle.generate(delivery_id, generation)
 
 
 @shared_task(name=dispatch.SEND_NOTIFICATION, **COMMON)
-def send_notification(self, delivery_id: int, generation: int, sealed_secret: str) -> bool:
+def send_notification(self, delivery_id: int, generation: int, sealed_secret: str, action_id: str | None = None
+                      ) -> bool:
     try:
         return lifecycle.deliver(delivery_id, generation, sealed_secret)
     except TransientChannelError as exc:
         if self.request.retries >= self.max_retries:
             lifecycle.delivery_failed(delivery_id, generation, f"gave up after {self.request.retries} retries: {exc}")
             return False
-        logger.warning("delivery %s: transient error (%s), retry %d", delivery_id, exc, self.request.retries + 1)
-        lifecycle.delivery_retrying(delivery_id, generation, str(exc))
+        lifecycle.delivery_retrying(delivery_id, generation, str(exc), retry=self.request.retries + 1)
         raise self.retry(exc=exc, countdown=backoff(self.request.retries)) from None
 
 

@@ -20,7 +20,8 @@ from django.utils.module_loading import import_string
 
 from django_integration.signals import change_confirmed
 from pipeline import formdata
-from pipeline.lifecycle.transitions import fail, lock, move, signal_on_commit
+from pipeline.channels.base import redact_contacts
+from pipeline.lifecycle.transitions import fail, lock, logged_step, move, note, signal_on_commit
 from pipeline.states import State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
@@ -30,9 +31,10 @@ class ApplyRefused(Exception):
     """The stored change cannot be applied; the message is stored as the failure reason."""
 
 
+@logged_step("apply", done="applied")
 def apply(action_id: Any) -> bool:
     """Apply a confirmed action; True if it was applied now, False if there was nothing (left) to do."""
-    started = timezone.now()
+    note(action_id=action_id)
     with transaction.atomic():
         action = lock(action_id)
         if action is None or action.state != State.CONFIRMED:
@@ -41,15 +43,14 @@ def apply(action_id: Any) -> bool:
             obj = _write(action)
         except ApplyRefused as refused:
             fail(action, str(refused))
-            logger.info("action %s failed: %s", action.pk, refused, extra={"action_id": str(action.pk)})
+            note(outcome="failed", level=logging.INFO, reason=str(refused),
+                 detail=getattr(refused, "detail", None))
             return False
         fields = {"applied_at": timezone.now()}
         if action.object_pk is None:  # a create: the action now points at what it made
             fields.update(content_type=ContentType.objects.get_for_model(obj), object_pk=str(obj.pk))
         move(action, State.APPLIED, **fields)
         signal_on_commit(change_confirmed, action)
-    logger.info("action %s applied", action.pk, extra={
-        "action_id": str(action.pk), "duration_ms": int((timezone.now() - started).total_seconds() * 1000)})
     return True
 
 
@@ -90,10 +91,12 @@ def _write(action: Any) -> Any:
         raise  # lost connection, lock timeout, deadlock, serialization failure: the task retries
     except IntegrityError as exc:
         # A unique value taken between validation and save.  The database's own text names the stored
-        # values (someone else's, sometimes): logged for operators, not stored where users read it.
-        logger.info("action %s: integrity error at apply: %s", action.pk, exc, extra={"action_id": str(action.pk)})
-        raise ApplyRefused("The change could not be saved: it conflicts with data stored since it was requested "
-                           "(a value that must be unique was taken meanwhile).") from exc
+        # values (someone else's, sometimes): logged for operators (contacts masked) on the apply line, not
+        # stored where users read it.
+        refused = ApplyRefused("The change could not be saved: it conflicts with data stored since it was "
+                               "requested (a value that must be unique was taken meanwhile).")
+        refused.detail = f"integrity error: {redact_contacts(str(exc))}"[:2000]
+        raise refused from exc
     except ValidationError as exc:  # raised by a form's save_confirmed() for the person to read
         raise ApplyRefused("The change could not be saved: " + " ".join(exc.messages)) from exc
     except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from django_integration.signals import action_expired
 from pipeline import dispatch, tokens
 from pipeline.channels import configured_channel, get_channel
 from pipeline.conf import app_settings
-from pipeline.lifecycle.transitions import close_deliveries, lock, move, signal_on_commit
+from pipeline.lifecycle.transitions import close_deliveries, lock, move, note, signal_on_commit, step
 from pipeline.states import DeliveryStatus, State
 
 
@@ -45,6 +46,15 @@ INVALID = ConfirmResult(ConfirmStatus.INVALID)
 
 def confirm(secret: Any, action: Any = None) -> ConfirmResult:
     """Accept ``secret`` (a link token, or a code/amounts for ``action``) and queue the apply."""
+    with step("confirm") as current:
+        result = _confirm(secret, action)
+        note(outcome="accepted" if result.ok else "refused", status=result.status.value,
+             level=logging.WARNING if result.status == ConfirmStatus.LOCKED else logging.INFO,
+             action_id=result.action.pk if result.action is not None else current.fields.get("action_id"))
+    return result
+
+
+def _confirm(secret: Any, action: Any) -> ConfirmResult:
     attempt = _confirm_link if action is None else partial(_confirm_code, action_ref=action)
     for retry in range(LOCK_RETRIES):
         try:
@@ -161,6 +171,7 @@ def _refusal(action: DeferredAction, delivery: Delivery | None, now=None) -> Con
 
 
 def _accept_or_refuse(action: DeferredAction, delivery: Delivery) -> ConfirmResult:
+    note(channel=delivery.channel)
     now = timezone.now()
     refusal = _refusal(action, delivery, now)
     if refusal == ConfirmStatus.EXPIRED and action.is_open and action.has_expired(now):
@@ -175,12 +186,14 @@ def _accept_or_refuse(action: DeferredAction, delivery: Delivery) -> ConfirmResu
     if not waiting:
         move(action, State.CONFIRMED, confirmed_at=now)
         close_deliveries(action)
-        dispatch.enqueue(dispatch.APPLY_ACTION, str(action.pk), queue=app_settings.APPLY_QUEUE)
+        dispatch.enqueue(dispatch.APPLY_ACTION, str(action.pk), queue=app_settings.APPLY_QUEUE,
+                         action_id=action.pk)
     return ConfirmResult(ConfirmStatus.CONFIRMED, action)
 
 
 def _wrong_code(action: DeferredAction, deliveries: list[Delivery]) -> ConfirmResult:
     """Count a wrong attempt against each delivery it could have been for; lock the action at the limit."""
+    note(channel=",".join(sorted({d.channel for d in deliveries})))
     for delivery in deliveries:
         delivery.attempts += 1
         delivery.save(update_fields=["attempts", "updated_at"])

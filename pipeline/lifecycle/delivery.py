@@ -21,8 +21,9 @@ from django_integration.models import DeferredAction, Delivery
 from django_integration.signals import confirmation_required
 from pipeline import crypto, dispatch, formdata, limits
 from pipeline.channels import PermanentChannelError, get_channel
+from pipeline.channels.base import redact_contacts
 from pipeline.conf import app_settings
-from pipeline.lifecycle.transitions import close_deliveries, fail, lock, move
+from pipeline.lifecycle.transitions import close_deliveries, fail, lock, logged_step, move, note, quiet
 from pipeline.states import DeliveryStatus, State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
@@ -46,10 +47,14 @@ def _still_wanted(action: DeferredAction | None, delivery: Delivery | None, gene
             and not delivery.has_expired() and delivery.channel in app_settings.CHANNELS)
 
 
+@logged_step("generate", done="generated")
 def generate(delivery_id: int, generation: int) -> bool:
     """Make and store the digest of a new secret, queue its sending; False if there is nothing to do."""
+    note(delivery_id=delivery_id, generation=generation)
     with transaction.atomic():
         action, delivery = _lock_pair(delivery_id)
+        if action is not None and delivery is not None:
+            note(action_id=action.pk, channel=delivery.channel)
         if not _still_wanted(action, delivery, generation, DeliveryStatus.QUEUED):
             return False
         channel = get_channel(delivery.channel)
@@ -59,25 +64,29 @@ def generate(delivery_id: int, generation: int) -> bool:
         delivery.save(update_fields=["secret_digest", "status", "updated_at"])
         limits.record_send(delivery.channel, delivery.recipient)
         sealed = crypto.seal(SECRET_PURPOSE, secret)
-        dispatch.enqueue(dispatch.SEND_NOTIFICATION, delivery.pk, generation, sealed, queue=channel.queue)
+        dispatch.enqueue(dispatch.SEND_NOTIFICATION, delivery.pk, generation, sealed, queue=channel.queue,
+                         action_id=action.pk)
     return True
 
 
+@logged_step("deliver", done="sent")
 def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
     """Send the secret; transient channel errors propagate (the task retries), permanent ones are stored."""
+    note(delivery_id=delivery_id, generation=generation)
     try:
         secret = crypto.open_sealed(SECRET_PURPOSE, sealed_secret)
     except (crypto.InvalidToken, ValueError, TypeError):
-        logger.warning("delivery %s: sealed secret cannot be opened; dropped", delivery_id)
+        note(outcome="dropped", level=logging.WARNING, reason="the sealed secret cannot be opened")
         return False
     delivery = Delivery.objects.select_related("action", "action__user").filter(pk=delivery_id).first()
+    if delivery is not None:
+        note(action_id=delivery.action_id, channel=delivery.channel)
     if delivery is None or not _still_wanted(delivery.action, delivery, generation, DeliveryStatus.GENERATED):
         return False
     action = delivery.action
     channel = get_channel(delivery.channel)
     if not channel.matches(delivery, secret):  # superseded by a resend since it was generated
         return False
-    started = timezone.now()
     # Counted before the call: if this worker dies after the provider accepted the message, the retry sees
     # delivery.send_attempts > 0 and the channel can look for that message instead of sending it again.
     Delivery.objects.filter(pk=delivery_id, generation=generation).update(send_attempts=F("send_attempts") + 1)
@@ -85,6 +94,7 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
         provider_ref = _send(channel, delivery, action, secret)
     except PermanentChannelError as exc:
         delivery_failed(delivery_id, generation, str(exc))
+        quiet()  # the deliver_failed line tells it
         return False
     action.token = secret  # for receivers, in memory only (the seed's API)
     confirmation_required.send_robust(sender=action.model_class or DeferredAction, instance=action,
@@ -102,9 +112,6 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
         locked.save(update_fields=["status", "sent_at", "provider_ref", "status_detail", "updated_at"])
         if act.state == State.PENDING:
             move(act, State.NOTIFIED)
-    logger.info("delivery %s sent over %s", delivery_id, delivery.channel,
-                extra={"action_id": str(action.pk), "channel": delivery.channel,
-                       "duration_ms": int((timezone.now() - started).total_seconds() * 1000)})
     return True
 
 
@@ -125,19 +132,27 @@ def _send(channel: Any, delivery: Delivery, action: DeferredAction, secret: str)
     return ""
 
 
-def delivery_retrying(delivery_id: int, generation: int, reason: str) -> None:
+@logged_step("deliver_retry", done="retrying")
+def delivery_retrying(delivery_id: int, generation: int, reason: str, retry: int | None = None) -> bool:
     """A transient error; the send task will try again.  Touching the row tells redrive it is alive."""
-    Delivery.objects.filter(pk=delivery_id, generation=generation, status=DeliveryStatus.GENERATED).update(
-        status_detail=f"retrying: {reason}"[:2000], updated_at=timezone.now())
+    found = Delivery.objects.filter(pk=delivery_id).values("action_id", "channel").first() or {}
+    note(level=logging.WARNING, action_id=found.get("action_id"), channel=found.get("channel"),
+         delivery_id=delivery_id, generation=generation, retry=retry, reason=redact_contacts(reason))
+    return bool(Delivery.objects.filter(pk=delivery_id, generation=generation, status=DeliveryStatus.GENERATED).update(
+        status_detail=f"retrying: {reason}"[:2000], updated_at=timezone.now()))
 
 
-def delivery_failed(delivery_id: int, generation: int, reason: str) -> None:
+@logged_step("deliver_failed", done="failed")
+def delivery_failed(delivery_id: int, generation: int, reason: str) -> bool:
     """Record a permanent failure; the action fails when no delivery is left that could still confirm it."""
+    note(delivery_id=delivery_id, generation=generation)
     with transaction.atomic():
         action, delivery = _lock_pair(delivery_id)
+        if action is not None and delivery is not None:
+            note(action_id=action.pk, channel=delivery.channel)
         if action is None or delivery is None or delivery.generation != generation or delivery.status in (
                 DeliveryStatus.FAILED, DeliveryStatus.CONFIRMED, DeliveryStatus.SUPERSEDED):
-            return
+            return False
         delivery.status = DeliveryStatus.FAILED
         delivery.status_detail = reason[:2000]
         delivery.secret_digest = ""
@@ -146,7 +161,8 @@ def delivery_failed(delivery_id: int, generation: int, reason: str) -> None:
         hopeless = action.channel_policy == "all" or not others.exclude(status=DeliveryStatus.FAILED).exists()
         if action.is_open and hopeless:
             fail(action, f"{delivery.channel} delivery failed: {reason}")
-    logger.warning("delivery %s failed: %s", delivery_id, reason)
+    note(level=logging.WARNING, reason=redact_contacts(reason))
+    return True
 
 
 @dataclass(frozen=True)
@@ -164,14 +180,17 @@ class ResendResult:
         return self.refusal.message if self.refusal else "This change can no longer be confirmed."
 
 
+@logged_step("resend", done="resent", skipped="refused")
 def resend(action: DeferredAction, channel: str | None = None) -> ResendResult:
     """Send fresh secrets for an open action; the old ones stop working at once.
 
     Refused (nothing changes, the old secret still works) within a channel's RESEND_COOLDOWN or past its
     SEND_LIMIT for the recipient."""
+    note(action_id=action.pk, channel=channel)
     with transaction.atomic():
         locked = DeferredAction.objects.select_for_update().filter(pk=action.pk).first()
         if locked is None or not locked.is_open or locked.has_expired():
+            note(outcome="refused", level=logging.INFO, reason="not open")
             return ResendResult(False)
         deliveries = locked.deliveries.select_for_update().exclude(
             status__in=[DeliveryStatus.CONFIRMED, DeliveryStatus.SUPERSEDED])
@@ -181,9 +200,11 @@ def resend(action: DeferredAction, channel: str | None = None) -> ResendResult:
         for delivery in deliveries:
             refusal = limits.check_send(delivery.channel, delivery.recipient, resend=True)
             if refusal is not None:
+                note(outcome="refused", level=logging.INFO, reason=refusal.reason)
                 return ResendResult(False, refusal)
         for delivery in deliveries:
             restart(delivery, locked)
+        note(channel=",".join(sorted({d.channel for d in deliveries})) or channel)
     return ResendResult(bool(deliveries))
 
 
@@ -205,11 +226,14 @@ def restart(delivery: Delivery, action: DeferredAction) -> None:
     if action.valid_until < delivery.expires_at:
         action.valid_until = delivery.expires_at
         action.save(update_fields=["valid_until", "updated_at"])
-    dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation, queue=conf["QUEUE"])
+    dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation, queue=conf["QUEUE"],
+                     action_id=action.pk)
 
 
+@logged_step("cancel", done="cancelled")
 def cancel(action: DeferredAction) -> bool:
     """Withdraw an open action: its secrets stop working; True if it was open."""
+    note(action_id=action.pk)
     with transaction.atomic():
         locked = DeferredAction.objects.select_for_update().filter(pk=action.pk).first()
         if locked is None or not locked.is_open:

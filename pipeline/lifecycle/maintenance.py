@@ -2,13 +2,21 @@
 
 Batches use ``SELECT ... FOR UPDATE SKIP LOCKED`` where the database has it, so a sweep never waits on,
 or blocks, a user confirming an action at the same moment, and no lock is held longer than one batch.
+
+What each sweep would touch is one queryset (:func:`stale_actions`, :func:`purgeable_actions`,
+:func:`stuck_actions`), shared by the sweep itself and by the operator's ``--dry-run``.  Each sweep takes an
+optional ``progress`` callback, called after every batch with the running total, and logs one structured line
+(logger ``deferred_confirmation.lifecycle``, ``extra={"event": ..., "count": ..., "duration_ms": ...}``).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from django_integration.models import DeferredAction, Delivery, Payout
@@ -21,16 +29,50 @@ from pipeline.lifecycle.delivery import restart
 from pipeline.lifecycle.transitions import lock, logger, signal_on_commit
 from pipeline.states import OPEN, TERMINAL, DeliveryStatus, State
 
+Progress = Callable[[int], None]
+
+
+def stale_actions(now: datetime | None = None) -> QuerySet[DeferredAction]:
+    """Open actions past their ``valid_until``: what :func:`expire` marks expired."""
+    return DeferredAction.objects.filter(state__in=OPEN, valid_until__lte=now or timezone.now())
+
+
+def purgeable_actions(now: datetime | None = None) -> QuerySet[DeferredAction]:
+    """Finished actions untouched for longer than RETENTION: what :func:`purge` deletes."""
+    return DeferredAction.objects.filter(state__in=TERMINAL,
+                                         updated_at__lt=(now or timezone.now()) - app_settings.RETENTION)
+
+
+def orphaned_payouts(now: datetime | None = None) -> QuerySet[Payout]:
+    """Payouts whose delivery is already gone, older than RETENTION: :func:`purge` deletes them too."""
+    return Payout.objects.filter(delivery__isnull=True,
+                                 created_at__lt=(now or timezone.now()) - app_settings.RETENTION)
+
+
+def stuck_actions(now: datetime | None = None) -> QuerySet[DeferredAction]:
+    """Actions in ``pending`` (and not past due) or ``confirmed`` untouched for longer than REDRIVE_AFTER:
+    what :func:`redrive` queues again."""
+    now = now or timezone.now()
+    return DeferredAction.objects.filter(updated_at__lt=now - app_settings.REDRIVE_AFTER).filter(
+        state__in=[State.PENDING, State.CONFIRMED]).exclude(state=State.PENDING, valid_until__lte=now)
+
 
 def _batch(queryset, size: int) -> list:
     return list(queryset.select_for_update(skip_locked=True).values_list("pk", flat=True)[:size])
 
 
-def expire(now: datetime | None = None, batch_size: int | None = None) -> int:
+def _log_sweep(event: str, count: int, started: float, **extra: int) -> None:
+    duration_ms = round((time.monotonic() - started) * 1000)
+    logger.info("%s: %d actions in %d ms", event, count, duration_ms,
+                extra={"event": event, "outcome": "done", "count": count, "duration_ms": duration_ms, **extra})
+
+
+def expire(now: datetime | None = None, batch_size: int | None = None, progress: Progress | None = None) -> int:
     """Mark open actions past their ``valid_until`` expired; returns how many."""
+    started = time.monotonic()
     now = now or timezone.now()
     size = batch_size or app_settings.BATCH_SIZE
-    stale = DeferredAction.objects.filter(state__in=OPEN, valid_until__lte=now)
+    stale = stale_actions(now)
     total = 0
     while True:
         with transaction.atomic():
@@ -45,8 +87,9 @@ def expire(now: datetime | None = None, batch_size: int | None = None) -> int:
                 for action in DeferredAction.objects.filter(pk__in=ids, state=State.EXPIRED):
                     signal_on_commit(action_expired, action)
         total += done
-    if total:
-        logger.info("expired %d actions", total, extra={"count": total})
+        if progress is not None:
+            progress(total)
+    _log_sweep("expire", total, started)
     return total
 
 
@@ -58,7 +101,7 @@ def _redrive_deliveries(action: DeferredAction, cutoff: datetime) -> None:
             status__in=[DeliveryStatus.QUEUED, DeliveryStatus.GENERATED]):
         if delivery.status == DeliveryStatus.QUEUED:
             dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation,
-                             queue=app_settings.channel(delivery.channel)["QUEUE"])
+                             queue=app_settings.channel(delivery.channel)["QUEUE"], action_id=action.pk)
         elif delivery.updated_at < cutoff:
             restart(delivery, action)
 
@@ -73,11 +116,12 @@ def expire_now(action: DeferredAction) -> bool:
     return True
 
 
-def purge(now: datetime | None = None, batch_size: int | None = None) -> int:
+def purge(now: datetime | None = None, batch_size: int | None = None, progress: Progress | None = None) -> int:
     """Delete terminal actions (and their deliveries, with the recipients) older than RETENTION."""
+    started = time.monotonic()
     now = now or timezone.now()
     size = batch_size or app_settings.BATCH_SIZE
-    old = DeferredAction.objects.filter(state__in=TERMINAL, updated_at__lt=now - app_settings.RETENTION)
+    old = purgeable_actions(now)
     total = 0
     while True:
         with transaction.atomic():
@@ -89,10 +133,11 @@ def purge(now: datetime | None = None, batch_size: int | None = None) -> int:
             Payout.objects.filter(delivery__action_id__in=ids).delete()
             Delivery.objects.filter(action_id__in=ids).delete()
             total += DeferredAction.objects.filter(pk__in=ids).delete()[1].get(DeferredAction._meta.label, 0)
+        if progress is not None:
+            progress(total)
     # Payouts whose delivery is already gone (SET_NULL) are kept no longer than RETENTION either.
-    Payout.objects.filter(delivery__isnull=True, created_at__lt=now - app_settings.RETENTION).delete()
-    if total:
-        logger.info("purged %d actions", total, extra={"count": total})
+    payouts = orphaned_payouts(now).delete()[1].get(Payout._meta.label, 0)
+    _log_sweep("purge", total, started, orphaned_payouts=payouts)
     return total
 
 
@@ -106,17 +151,17 @@ def _discard_stored_secrets(deliveries) -> None:
             logger.exception("purge: could not discard what %s stored for delivery %s", delivery.channel, delivery.pk)
 
 
-def redrive(now: datetime | None = None, batch_size: int | None = None) -> int:
+def redrive(now: datetime | None = None, batch_size: int | None = None, progress: Progress | None = None) -> int:
     """Re-enqueue actions stuck in ``pending`` or ``confirmed`` longer than REDRIVE_AFTER (the outbox sweep).
 
     A pending delivery gets a new generation (its secret, if one was made, was never sent or is lost);
     a confirmed action gets its apply enqueued again (apply is idempotent).
     """
+    started = time.monotonic()
     now = now or timezone.now()
     size = batch_size or app_settings.BATCH_SIZE
     cutoff = now - app_settings.REDRIVE_AFTER
-    stuck = DeferredAction.objects.filter(updated_at__lt=cutoff).filter(
-        state__in=[State.PENDING, State.CONFIRMED]).exclude(state=State.PENDING, valid_until__lte=now)
+    stuck = stuck_actions(now)
     total = 0
     while True:
         with transaction.atomic():
@@ -131,6 +176,7 @@ def redrive(now: datetime | None = None, batch_size: int | None = None) -> int:
             # Touching updated_at keeps the next sweep off these rows until REDRIVE_AFTER passes again.
             DeferredAction.objects.filter(pk__in=ids).update(updated_at=now)
         total += len(ids)
-    if total:
-        logger.info("redrove %d actions", total, extra={"count": total})
+        if progress is not None:
+            progress(total)
+    _log_sweep("redrive", total, started)
     return total

@@ -20,6 +20,7 @@ from django.db import transaction
 
 from django_integration.models import Delivery
 from pipeline.lifecycle.delivery import delivery_failed
+from pipeline.lifecycle.transitions import logged_step, note, quiet
 from pipeline.states import DeliveryStatus
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
@@ -28,6 +29,7 @@ DELIVERED = DeliveryStatus.DELIVERED.value
 FAILED = DeliveryStatus.FAILED.value
 
 
+@logged_step("delivery_report", done="reported", skipped="ignored")
 def report_status(channel: str, provider_ref: str, status: str, detail: str = "") -> str | None:
     """Record a provider's report; returns ``"delivered"`` or ``"failed"`` if it changed a delivery.
 
@@ -48,8 +50,8 @@ def report_status(channel: str, provider_ref: str, status: str, detail: str = ""
         if status == DELIVERED:
             delivery.status = DeliveryStatus.DELIVERED
             delivery.save(update_fields=["status", "updated_at"])
-            logger.info("delivery %s delivered (%s)", delivery.pk, channel,
-                        extra={"action_id": str(delivery.action_id), "channel": channel})
+            note(outcome="delivered", action_id=delivery.action_id, channel=channel, delivery_id=delivery.pk)
             return DELIVERED
         delivery_failed(delivery.pk, delivery.generation, (detail or "the provider reported a failure")[:2000])
+        quiet()  # the deliver_failed line tells it
     return FAILED

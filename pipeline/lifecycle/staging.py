@@ -14,6 +14,7 @@ from django.utils.module_loading import import_string
 from django_integration.models import DeferredAction, Delivery
 from pipeline import dispatch, formdata, limits, routing
 from pipeline.conf import app_settings
+from pipeline.lifecycle.transitions import logged_step, note
 
 
 def form_path(form_class: type) -> str:
@@ -69,6 +70,7 @@ def recipients_for(form: Any, names: list[str]) -> dict[str, str]:
     return {name: stored_recipient(recipient) for name, recipient in recipients.items()}
 
 
+@logged_step("stage", done="staged")
 def stage(form: Any, *, user: Any = None, description: str | None = None, valid_until: datetime | None = None,
           channels: list[str] | None = None) -> DeferredAction:
     """Store ``form`` (valid, bound) as a pending action; deliveries are enqueued when the caller commits.
@@ -107,9 +109,10 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
             created_at=now,
             valid_until=max(expiry.values()),
         )
+        note(action_id=action.pk, channel=",".join(chosen.channels), to_state=action.state)
         for name in chosen.channels:
             delivery = Delivery.objects.create(action=action, channel=name, recipient=recipients[name],
                                                expires_at=expiry[name])
             dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation,
-                             queue=app_settings.channel(name)["QUEUE"])
+                             queue=app_settings.channel(name)["QUEUE"], action_id=action.pk)
     return action

@@ -1,0 +1,21 @@
+"""``manage.py redrive_actions``: queue again the actions stuck in ``pending`` or ``confirmed`` for longer than
+``REDRIVE_AFTER`` (what the beat task ``confirmation.redrive`` does every 5 minutes).  ``--dry-run`` counts
+them and enqueues nothing."""
+
+from __future__ import annotations
+
+from django_integration.management.commands._sweep import SweepCommand
+from pipeline.lifecycle import maintenance
+
+
+class Command(SweepCommand):
+    help = "Queue again actions stuck in pending/confirmed longer than REDRIVE_AFTER (--dry-run: only count them)."
+    sweep = "redrive"
+    done_verb = "redrove"
+    dry_verb = "would redrive"
+
+    def candidates(self, now):
+        return maintenance.stuck_actions(now)
+
+    def run(self, now, batch_size, progress):
+        return maintenance.redrive(now=now, batch_size=batch_size, progress=progress)
