@@ -211,7 +211,7 @@ def test_code_pages_are_private(staged_code, client):
         cache_control = response["Cache-Control"]
         for word in ("no-cache", "no-store", "must-revalidate", "private"):
             assert word in cache_control
-        assert response["Referrer-Policy"] == "no-referrer"
+        assert response["Referrer-Policy"] == "same-origin"
 
 
 def test_code_post_without_csrf_is_refused(staged_code, csrf_client, run_on_commit):

@@ -243,7 +243,7 @@ def assert_private(response) -> None:
     cache_control = response["Cache-Control"]
     for word in ("no-cache", "no-store", "must-revalidate", "private"):
         assert word in cache_control, cache_control
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "same-origin"
 
 
 def test_link_pages_are_private(stage, client, run_on_commit):

@@ -144,7 +144,7 @@ def test_status_page_is_private(stage, client):
         cache_control = response["Cache-Control"]
         for word in ("no-cache", "no-store", "must-revalidate", "private"):
             assert word in cache_control
-        assert response["Referrer-Policy"] == "no-referrer"
+        assert response["Referrer-Policy"] == "same-origin"
 
 
 def test_status_view_only_reads(stage, client):

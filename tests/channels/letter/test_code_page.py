@@ -25,7 +25,7 @@ def test_get_shows_the_form(client, letter_action):
     response = client.get(code_url(action))
     assert response.status_code == 200
     assert 'name="code"' in response.content.decode()
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "same-origin"
 
 
 @pytest.mark.parametrize("path", [
