@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db import connection
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -38,7 +39,31 @@ class SendLimitExceeded(ValueError):
 
 
 def recipient_key(channel: str, recipient: str) -> str:
-    return salted_hmac("deferred_confirmation.recipient", f"{channel}:{recipient}", algorithm="sha256").hexdigest()
+    """Keyed hash of what identifies the recipient for ``channel`` (an address without the addressee's name, an
+    account without the holder's), so spelling a name differently does not start a fresh allowance."""
+    from pipeline.channels import configured_channel
+
+    backend = configured_channel(channel)
+    identity = backend.limit_identity(recipient) if backend is not None else recipient
+    return salted_hmac("deferred_confirmation.recipient", f"{channel}:{identity}", algorithm="sha256").hexdigest()
+
+
+def reserve_send(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None
+                 ) -> SendRefusal | None:
+    """Check the limits and, if one more send is allowed, count it, as one step per recipient.
+
+    Call inside a transaction: concurrent requests for the same recipient are serialised (a PostgreSQL
+    advisory lock; SQLite serialises writers by itself), so a burst of parallel saves cannot all pass the
+    check before any of them is counted.  A rolled-back transaction un-counts its send."""
+    now = now or timezone.now()
+    key = recipient_key(channel, recipient)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(key[:15], 16)])
+    refusal = check_send(channel, recipient, resend=resend, now=now)
+    if refusal is None:
+        SendRecord.objects.create(channel=channel, recipient_key=key, created_at=now)
+    return refusal
 
 
 def check_send(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None
@@ -60,11 +85,6 @@ def check_send(channel: str, recipient: str, *, resend: bool = False, now: datet
         if len(recent) >= limit:
             return SendRefusal("limit", _seconds(recent[-1] + window - now))
     return None
-
-
-def record_send(channel: str, recipient: str, now: datetime | None = None) -> None:
-    SendRecord.objects.create(channel=channel, recipient_key=recipient_key(channel, recipient),
-                              created_at=now or timezone.now())
 
 
 def _seconds(delta) -> int:

@@ -7,6 +7,7 @@ secret typed or clicked back.  Providers raise :class:`TransientChannelError` (r
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,9 @@ def redact_contacts(text: str) -> str:
     """Mask email addresses and phone numbers in provider texts before they are stored or shown."""
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***{m.group(2)}", text)
     return _PHONE.sub(lambda m: m.group(0)[:3] + "***" + m.group(0)[-2:], text)
+
+
+NAME_KEYS = frozenset({"name", "holder", "account_holder", "addressee", "recipient_name", "company"})
 
 
 class ChannelError(Exception):
@@ -96,6 +100,18 @@ class BaseChannel:
     def send(self, *, delivery: Delivery, action: DeferredAction, secret: str) -> str:
         """Send ``secret`` to ``delivery.recipient``; return the provider's reference (or "")."""
         raise NotImplementedError
+
+    def limit_identity(self, recipient: str) -> str:
+        """What send limits count by: the recipient, or for a structured one (an address, an account) its
+        values without the name of the person, case and spacing folded."""
+        try:
+            data = json.loads(recipient) if recipient.startswith("{") else None
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return " ".join(recipient.split()).casefold()
+        return json.dumps({k: " ".join(str(v).split()).casefold() for k, v in sorted(data.items())
+                           if k not in NAME_KEYS and v not in (None, "")}, sort_keys=True)
 
     def discard(self, delivery: Delivery) -> int:
         """Delete what the channel stored outside the database for ``delivery`` (a letter's PDF holds its

@@ -62,7 +62,6 @@ def generate(delivery_id: int, generation: int) -> bool:
         delivery.secret_digest = channel.digest(delivery, secret)
         delivery.status = DeliveryStatus.GENERATED
         delivery.save(update_fields=["secret_digest", "status", "updated_at"])
-        limits.record_send(delivery.channel, delivery.recipient)
         sealed = crypto.seal(SECRET_PURPOSE, secret)
         dispatch.enqueue(dispatch.SEND_NOTIFICATION, delivery.pk, generation, sealed, queue=channel.queue,
                          action_id=action.pk)
@@ -165,6 +164,11 @@ def delivery_failed(delivery_id: int, generation: int, reason: str) -> bool:
     return True
 
 
+class _Refused(Exception):
+    def __init__(self, refusal: limits.SendRefusal):
+        self.refusal = refusal
+
+
 @dataclass(frozen=True)
 class ResendResult:
     sent: bool
@@ -197,11 +201,15 @@ def resend(action: DeferredAction, channel: str | None = None) -> ResendResult:
         if channel is not None:
             deliveries = deliveries.filter(channel=channel)
         deliveries = list(deliveries)
-        for delivery in deliveries:
-            refusal = limits.check_send(delivery.channel, delivery.recipient, resend=True)
-            if refusal is not None:
-                note(outcome="refused", level=logging.INFO, reason=refusal.reason)
-                return ResendResult(False, refusal)
+        try:
+            with transaction.atomic():  # all sends counted, or none
+                for delivery in deliveries:
+                    refusal = limits.reserve_send(delivery.channel, delivery.recipient, resend=True)
+                    if refusal is not None:
+                        raise _Refused(refusal)
+        except _Refused as refused:
+            note(outcome="refused", level=logging.INFO, reason=refused.refusal.reason)
+            return ResendResult(False, refused.refusal)
         for delivery in deliveries:
             restart(delivery, locked)
         note(channel=",".join(sorted({d.channel for d in deliveries})) or channel)

@@ -81,10 +81,6 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
     chosen = form_route(form, channels)
     recipients = recipients_for(form, chosen.channels)
     now = timezone.now()
-    for name, recipient in recipients.items():
-        refusal = limits.check_send(name, recipient, now=now)
-        if refusal is not None:
-            raise limits.SendLimitExceeded(name, refusal)
     expiry = {name: valid_until or now + app_settings.channel(name)["EXPIRES"] for name in chosen.channels}
     instance = None
     if form.instance.pk is not None and not form.instance._state.adding:
@@ -96,6 +92,10 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
     check_storable(form, instance, user)
 
     with transaction.atomic():
+        for name, recipient in recipients.items():  # counted with the action, or not at all
+            refusal = limits.reserve_send(name, recipient, now=now)
+            if refusal is not None:
+                raise limits.SendLimitExceeded(name, refusal)
         action = DeferredAction.objects.create(
             form_class=form_path(type(form)),
             form_data=formdata.dump(form),
