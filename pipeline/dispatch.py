@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from functools import partial
 from typing import Any
 
 from celery import Celery
@@ -43,7 +42,10 @@ def enqueue(task_name: str, *args: Any, queue: str | None = None, countdown: flo
             action_id = Delivery.objects.filter(pk=args[0]).values_list("action_id", flat=True).first()
         if action_id is not None:
             kwargs["action_id"] = str(action_id)
-    transaction.on_commit(partial(_publish, task_name, args, kwargs, queue, countdown), robust=True)
+    def publish_after_commit() -> None:  # a named function: Django logs a failing robust callback by __qualname__
+        _publish(task_name, args, kwargs, queue, countdown)
+
+    transaction.on_commit(publish_after_commit, robust=True)
 
 
 def celery_app() -> Celery:
@@ -57,9 +59,9 @@ def _publish(task_name: str, args: tuple, kwargs: dict, queue: str | None, count
     argsrepr, kwargsrepr = describe(args, kwargs)
     options = {"queue": queue, "countdown": countdown, "retry": True, "retry_policy": PUBLISH_RETRY_POLICY,
                "argsrepr": argsrepr, "kwargsrepr": kwargsrepr}
-    app = celery_app()
-    task = app.tasks.get(task_name)
     try:
+        app = celery_app()
+        task = app.tasks.get(task_name)
         if task is not None:  # honours CELERY_TASK_ALWAYS_EAGER
             task.apply_async(args=args, kwargs=kwargs or None, **options)
         else:

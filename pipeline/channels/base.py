@@ -20,12 +20,28 @@ if TYPE_CHECKING:
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*(@[A-Za-z0-9.-]+)")
 _PHONE = re.compile(r"\+\d[\d ()-]{6,}\d|\b\d{9,}\b")  # +E.164 or national, or a long digit run
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 
 
-def redact_contacts(text: str) -> str:
-    """Mask email addresses and phone numbers in provider texts before they are stored or shown."""
+def redact_contacts(text: str, known: tuple[str, ...] = ()) -> str:
+    """Mask email addresses, phone numbers, IBANs and the ``known`` values (a recipient's account number,
+    say) in provider texts before they are stored or shown."""
+    for value in sorted({v for v in known if isinstance(v, str) and len(v.strip()) >= 4}, key=len, reverse=True):
+        text = text.replace(value, value[:2] + "***")
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***{m.group(2)}", text)
+    text = _IBAN.sub(lambda m: m.group(0)[:4] + "***", text)
     return _PHONE.sub(lambda m: m.group(0)[:3] + "***" + m.group(0)[-2:], text)
+
+
+def recipient_values(recipient: str) -> tuple[str, ...]:
+    """The values inside a stored recipient (itself, or each value of a JSON address or account)."""
+    try:
+        data = json.loads(recipient) if recipient.startswith("{") else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        return tuple(str(v) for k, v in data.items() if k not in ("country", "state") and v)
+    return (recipient,)
 
 
 NAME_KEYS = frozenset({"name", "holder", "account_holder", "addressee", "recipient_name", "company"})

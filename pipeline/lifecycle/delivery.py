@@ -21,7 +21,7 @@ from django_integration.models import DeferredAction, Delivery
 from django_integration.signals import confirmation_required
 from pipeline import crypto, dispatch, formdata, limits
 from pipeline.channels import PermanentChannelError, get_channel
-from pipeline.channels.base import redact_contacts
+from pipeline.channels.base import recipient_values, redact_contacts
 from pipeline.conf import app_settings
 from pipeline.lifecycle.transitions import close_deliveries, fail, lock, logged_step, move, note, quiet
 from pipeline.states import DeliveryStatus, State
@@ -152,6 +152,8 @@ def delivery_failed(delivery_id: int, generation: int, reason: str) -> bool:
         if action is None or delivery is None or delivery.generation != generation or delivery.status in (
                 DeliveryStatus.FAILED, DeliveryStatus.CONFIRMED, DeliveryStatus.SUPERSEDED):
             return False
+        # Providers echo what they were sent (an account number, an address): never stored where users read it.
+        reason = redact_contacts(reason, recipient_values(delivery.recipient))
         delivery.status = DeliveryStatus.FAILED
         delivery.status_detail = reason[:2000]
         delivery.secret_digest = ""

@@ -20,7 +20,7 @@ from django.db import transaction
 
 from django_integration.models import Delivery
 from pipeline.lifecycle.delivery import delivery_failed
-from pipeline.lifecycle.transitions import logged_step, note, quiet
+from pipeline.lifecycle.transitions import lock, logged_step, note, quiet
 from pipeline.states import DeliveryStatus
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
@@ -42,9 +42,13 @@ def report_status(channel: str, provider_ref: str, status: str, detail: str = ""
         return None
     if len(provider_ref) > 255:
         return None
+    found = (Delivery.objects.filter(channel=channel, provider_ref=provider_ref).order_by("-pk")
+             .values_list("pk", "action_id").first())
+    if found is None:
+        return None
     with transaction.atomic():
-        delivery = (Delivery.objects.select_for_update()
-                    .filter(channel=channel, provider_ref=provider_ref).order_by("-pk").first())
+        lock(found[1])  # the action first, as everywhere, so a report racing a confirm cannot deadlock
+        delivery = Delivery.objects.select_for_update().filter(pk=found[0]).first()
         if delivery is None or delivery.status != DeliveryStatus.SENT:
             return None
         if status == DELIVERED:

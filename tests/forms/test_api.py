@@ -100,3 +100,20 @@ def test_no_secret_is_made_or_sent_for_an_action_already_past_its_time(flow):
     action = flow.run(form.save, valid_until=timezone.now() - timedelta(seconds=1))
     assert len(mail.outbox) == sent
     assert set(action.deliveries.values_list("secret_digest", flat=True)) == {""}
+
+
+def test_a_provider_reason_echoing_the_recipient_is_stored_masked(flow):
+    from pipeline import lifecycle
+
+    profile = Profile.objects.create(email="echo@example.org")
+    action, _token = flow.request(ProfileEmailForm, {"email": "echo.new@example.org"}, instance=profile)
+    delivery = action.deliveries.get()
+    delivery.status = "generated"  # as while a send is in flight
+    delivery.save(update_fields=["status"])
+    assert lifecycle.delivery_failed(delivery.pk, delivery.generation,
+                                     "550 echo.new@example.org: no such user; IBAN DE89370400440532013000")
+    delivery.refresh_from_db()
+    action.refresh_from_db()
+    for stored in (delivery.status_detail, action.failure_reason):
+        assert "echo.new@example.org" not in stored and "DE89370400440532013000" not in stored
+        assert "550" in stored and "no such user" in stored
