@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from django_integration.models import DeferredAction, Delivery, Payout
@@ -50,11 +50,26 @@ def orphaned_payouts(now: datetime | None = None) -> QuerySet[Payout]:
 
 
 def stuck_actions(now: datetime | None = None) -> QuerySet[DeferredAction]:
-    """Actions in ``pending`` (and not past due) or ``confirmed`` untouched for longer than REDRIVE_AFTER:
-    what :func:`redrive` queues again."""
+    """What :func:`redrive` queues again: actions ``confirmed`` untouched for longer than REDRIVE_AFTER, and
+    open, not past due actions either still ``pending`` that long or with a delivery whose new secret has
+    waited that long (a resend whose publish was lost leaves a ``notified`` action with a queued delivery)."""
     now = now or timezone.now()
-    return DeferredAction.objects.filter(updated_at__lt=now - app_settings.REDRIVE_AFTER).filter(
-        state__in=[State.PENDING, State.CONFIRMED]).exclude(state=State.PENDING, valid_until__lte=now)
+    cutoff = now - app_settings.REDRIVE_AFTER
+    waiting = Delivery.objects.filter(action=OuterRef("pk"), updated_at__lt=cutoff,
+                                      status__in=[DeliveryStatus.QUEUED, DeliveryStatus.GENERATED])
+    return DeferredAction.objects.filter(
+        Q(state=State.CONFIRMED, updated_at__lt=cutoff)
+        | (Q(state__in=OPEN, valid_until__gt=now) & (Q(state=State.PENDING, updated_at__lt=cutoff) | Exists(waiting))))
+
+
+def _redelivery_window() -> timedelta:
+    """How long the broker may hold an unacknowledged task before delivering it again (Redis' visibility
+    timeout), plus a minute: a send that reached its provider is redelivered within it, not redriven."""
+    try:
+        options = dispatch.celery_app().conf.broker_transport_options or {}
+    except Exception:
+        options = {}
+    return timedelta(seconds=options.get("visibility_timeout", 3600)) + timedelta(minutes=1)
 
 
 def _batch(queryset, size: int) -> list:
@@ -93,16 +108,20 @@ def expire(now: datetime | None = None, batch_size: int | None = None, progress:
     return total
 
 
-def _redrive_deliveries(action: DeferredAction, cutoff: datetime) -> None:
+def _redrive_deliveries(action: DeferredAction, cutoff: datetime, now: datetime) -> None:
     """A queued delivery's generate_token was lost: publish it again (it is idempotent).  A generated one
     whose send has shown no sign of life since the cutoff (a retrying send touches the row on every retry)
-    lost its sealed secret: start a new generation."""
+    lost its sealed secret: start a new generation.  If its send already called the provider, the broker
+    redelivers that task after its visibility timeout (an SMS or payout made once, then recognised); only
+    past that window is a new generation (a new secret, a new send) the way out."""
+    late_send = now - max(app_settings.REDRIVE_AFTER, _redelivery_window())
     for delivery in action.deliveries.select_for_update().filter(
             status__in=[DeliveryStatus.QUEUED, DeliveryStatus.GENERATED]):
         if delivery.status == DeliveryStatus.QUEUED:
             dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation,
                              queue=app_settings.channel(delivery.channel)["QUEUE"], action_id=action.pk)
-        elif delivery.updated_at < cutoff:
+            Delivery.objects.filter(pk=delivery.pk).update(updated_at=now)
+        elif delivery.updated_at < (late_send if delivery.send_attempts else cutoff):
             restart(delivery, action)
 
 
@@ -163,16 +182,20 @@ def redrive(now: datetime | None = None, batch_size: int | None = None, progress
     cutoff = now - app_settings.REDRIVE_AFTER
     stuck = stuck_actions(now)
     total = 0
+    last = None
     while True:
         with transaction.atomic():
-            ids = _batch(stuck.order_by(), size)
+            # In key order from where the last batch ended: an action left as it was (a send waiting for the
+            # broker's redelivery) still matches, and must not be picked up again in the same sweep.
+            ids = _batch(stuck.filter(pk__gt=last).order_by("pk") if last else stuck.order_by("pk"), size)
             if not ids:
                 break
+            last = ids[-1]
             for action in DeferredAction.objects.filter(pk__in=ids):
                 if action.state == State.CONFIRMED:
                     dispatch.enqueue(dispatch.APPLY_ACTION, str(action.pk), queue=app_settings.APPLY_QUEUE)
                 else:
-                    _redrive_deliveries(action, cutoff)
+                    _redrive_deliveries(action, cutoff, now)
             # Touching updated_at keeps the next sweep off these rows until REDRIVE_AFTER passes again.
             DeferredAction.objects.filter(pk__in=ids).update(updated_at=now)
         total += len(ids)

@@ -212,3 +212,39 @@ def test_redrive_leaves_a_delivery_that_is_still_retrying_alone(eager, confirmat
     delivery.refresh_from_db()
     assert delivery.generation == 0 and delivery.status == DeliveryStatus.GENERATED
     assert delivery.status_detail == "retrying: 451 try again"
+
+
+def test_redrive_recovers_a_resend_whose_publish_was_lost(eager, confirmation_settings, no_resend_cooldown):
+    confirmation_settings(REDRIVE_AFTER=timedelta(minutes=10))
+    _p, action = stage_change("rd-resend@example.org", "rd-resend-new@example.org")
+    assert _state(action) == State.NOTIFIED
+    with messages_lost():  # the broker was away when the person asked for a new link
+        assert pipeline.resend(action).sent
+    delivery = Delivery.objects.get(action=action)
+    assert delivery.status == DeliveryStatus.QUEUED and delivery.generation == 1
+    _age([action], minutes=20)
+    before = len(_mails_to("rd-resend-new@example.org"))
+
+    assert _run(dispatch.REDRIVE) == 1
+
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.SENT and delivery.generation == 1  # the same resend, delivered
+    assert len(_mails_to("rd-resend-new@example.org")) == before + 1
+
+
+def test_redrive_waits_for_the_broker_to_redeliver_a_send_that_reached_its_provider(eager, confirmation_settings):
+    """A send that called its provider (send_attempts > 0) and then lost its worker is redelivered by the broker
+    after the visibility timeout; a new generation before that would send a second SMS or payout."""
+    confirmation_settings(REDRIVE_AFTER=timedelta(minutes=10))
+    with messages_lost():
+        _p, action = stage_change("rd-inflight@example.org", "rd-inflight-new@example.org")
+        delivery = Delivery.objects.get(action=action)
+        workers.app.tasks[dispatch.GENERATE_TOKEN].apply(args=[delivery.pk, delivery.generation]).get()
+    Delivery.objects.filter(pk=delivery.pk).update(send_attempts=1)  # the provider was called, then the worker died
+    _age([action], minutes=20)
+    assert _run(dispatch.REDRIVE) == 1
+    assert Delivery.objects.get(pk=delivery.pk).generation == 0  # left for the broker's redelivery
+
+    _age([action], minutes=2 * 60)  # past any visibility timeout: the message is gone for good
+    assert _run(dispatch.REDRIVE) == 1
+    assert Delivery.objects.get(pk=delivery.pk).generation == 1
