@@ -98,6 +98,8 @@ class Delivery(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True, help_text="When this channel's secret dies.")
     send_attempts = models.PositiveIntegerField(
         default=0, help_text="Calls to the provider for this generation (>0: an earlier call may have reached it).")
+    sending_until = models.DateTimeField(
+        null=True, blank=True, help_text="A send task holds this delivery until then: one sender at a time.")
     sent_at = models.DateTimeField(null=True, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

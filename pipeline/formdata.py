@@ -106,7 +106,7 @@ def load(stored: dict[str, list[Any]]) -> MultiValueDict:
             if isinstance(value, dict) and set(value) == {SEALED}:
                 try:
                     value = json.loads(crypto.open_sealed(_PURPOSE, value[SEALED]))
-                except (crypto.InvalidToken, ValueError, TypeError) as exc:
+                except (crypto.InvalidToken, ValueError, TypeError, AttributeError) as exc:  # not a str: tampered
                     raise ValueError(f"sealed value of {key!r} cannot be opened (SECRET_KEY changed?)") from exc
             if isinstance(value, dict) and set(value) == {NUL_SAFE}:
                 try:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -28,6 +29,9 @@ from pipeline.states import DeliveryStatus, State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
 SECRET_PURPOSE = "secret-in-flight"
+#: How long one send task holds a delivery: longer than any provider call, shorter than the broker's
+#: redelivery of a dead worker's task (Redis visibility timeout).
+SEND_LEASE = timedelta(minutes=5)
 
 
 def _lock_pair(delivery_id: int) -> tuple[DeferredAction | None, Delivery | None]:
@@ -86,15 +90,27 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
     channel = get_channel(delivery.channel)
     if not channel.matches(delivery, secret):  # superseded by a resend since it was generated
         return False
-    # Counted before the call: if this worker dies after the provider accepted the message, the retry sees
-    # delivery.send_attempts > 0 and the channel can look for that message instead of sending it again.
-    Delivery.objects.filter(pk=delivery_id, generation=generation).update(send_attempts=F("send_attempts") + 1)
+    # Claimed (a lease) and counted before the call: of two copies of this task running at once (a message
+    # delivered twice), only one calls the provider.  If this worker dies after the provider accepted the
+    # message, the lease runs out before the broker redelivers the task (visibility timeout), and that copy
+    # sees send_attempts > 0: the channel looks for the message instead of sending it again.
+    now = timezone.now()
+    claimed = Delivery.objects.filter(
+        Q(sending_until__isnull=True) | Q(sending_until__lt=now),
+        pk=delivery_id, generation=generation, status=DeliveryStatus.GENERATED,
+    ).update(send_attempts=F("send_attempts") + 1, sending_until=now + SEND_LEASE)
+    if not claimed:
+        note(outcome="skipped", level=logging.DEBUG, reason="another copy of this send holds it")
+        return False
     try:
         provider_ref = _send(channel, delivery, action, secret)
     except PermanentChannelError as exc:
         delivery_failed(delivery_id, generation, str(exc))
         quiet()  # the deliver_failed line tells it
         return False
+    except BaseException:  # transient or unexpected: the task's retry must be able to claim it again
+        Delivery.objects.filter(pk=delivery_id, generation=generation).update(sending_until=None)
+        raise
     action.token = secret  # for receivers, in memory only (the seed's API)
     confirmation_required.send_robust(sender=action.model_class or DeferredAction, instance=action,
                                       user=action.user, channel=delivery.channel)
@@ -108,7 +124,9 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
         locked.sent_at = timezone.now()
         locked.provider_ref = (provider_ref or "")[:255]
         locked.status_detail = ""  # no longer "retrying: ..."
-        locked.save(update_fields=["status", "sent_at", "provider_ref", "status_detail", "updated_at"])
+        locked.sending_until = None
+        locked.save(update_fields=["status", "sent_at", "provider_ref", "status_detail", "sending_until",
+                                   "updated_at"])
         if act.state == State.PENDING:
             move(act, State.NOTIFIED)
     return True
