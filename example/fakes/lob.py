@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl
 
-from example.fakes.server import LoopbackServer
+from example.fakes.server import LoopbackServer, send_json
 
 COUNTRY_NAMES = {"US": "UNITED STATES", "GB": "UNITED KINGDOM", "DE": "GERMANY", "FR": "FRANCE",
                  "CA": "CANADA", "NL": "NETHERLANDS", "IE": "IRELAND", "AU": "AUSTRALIA"}
@@ -190,15 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def _answer(self, request: LobRequest, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
         request.status = status
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        if status == 429:
-            self.send_header("Retry-After", "1")
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
     def _authorized(self, request: LobRequest) -> bool:
         if self.lob.api_key is None:

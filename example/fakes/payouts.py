@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from example.fakes.server import LoopbackServer
+from example.fakes.server import LoopbackServer, send_json
 
 FAILURES: dict[str, tuple[int, str, str]] = {
     "invalid": (400, "invalid_request_error", "The request was invalid."),
@@ -210,17 +210,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
 
     def _answer(self, request: PayoutRequest, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
         request.status = status
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        if status == 429:
-            self.send_header("Retry-After", "1")
-        if request.replayed:
-            self.send_header("Idempotent-Replayed", "true")
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload, {"Idempotent-Replayed": "true"} if request.replayed else None)
 
     def _authorized(self, request: PayoutRequest) -> bool:
         if self.api.api_key is None:

@@ -7,6 +7,7 @@ request handler class (``handler_base``) and the handler attribute that points b
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -51,3 +52,18 @@ class LoopbackServer:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
+
+
+def send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any,
+              headers: dict[str, str] | None = None) -> None:
+    """Answer as the real APIs do: a JSON body, and ``Retry-After`` on a 429."""
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json; charset=utf-8")
+    handler.send_header("Content-Length", str(len(data)))
+    if status == 429:
+        handler.send_header("Retry-After", "1")
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(data)

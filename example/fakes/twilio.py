@@ -36,7 +36,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import math
 import re
 import threading
@@ -51,7 +50,7 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from example.fakes.server import LoopbackServer
+from example.fakes.server import LoopbackServer, send_json
 
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 30 + "01"
 DEFAULT_AUTH_TOKEN = "fake-twilio-auth-token-0123456789"
@@ -462,14 +461,7 @@ class _Handler(BaseHTTPRequestHandler):
         return _error(405, 20004, "Method not allowed")
 
     def _send(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        if status == 429:
-            self.send_header("Retry-After", "1")
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, status, payload)
 
 
 def _reason(status: int) -> str:
