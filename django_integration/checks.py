@@ -59,7 +59,7 @@ def check_settings(app_configs=None, **kwargs) -> list[Error]:
         return [*errors, _error("CHANNELS must be a non-empty dict of channel name -> options.", 3)]
     for name, conf in channels.items():
         errors += _check_channel(name, conf)
-    for key in ("RETENTION", "REDRIVE_AFTER", "RETRY_BACKOFF_MAX", "FAILED_ATTEMPTS_WINDOW"):
+    for key in ("RETENTION", "REDRIVE_AFTER", "RETRY_BACKOFF_MAX", "FAILED_ATTEMPTS_WINDOW", "SEND_LEASE"):
         if not isinstance(value[key], timedelta):
             errors.append(_error(f"{key} must be a datetime.timedelta.", 4))
         elif value[key] < timedelta(0):

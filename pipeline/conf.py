@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": 500,  # rows per transaction in expire/purge/redrive
     # cap of the exponential backoff (2 s, 4 s, 8 s ..., full jitter) between retries of a transient channel error
     "RETRY_BACKOFF_MAX": timedelta(minutes=5),
+    # how long one send task holds a delivery (a lease): longer than any provider call, shorter than the
+    # broker's redelivery of a dead worker's task (Redis visibility timeout, 1 hour by default)
+    "SEND_LEASE": timedelta(minutes=5),
     # dotted path of the Celery app that publishes the tasks; set your project's own app here if you have one
     "CELERY_APP": "workers.app",
     "APPLY_QUEUE": "confirmation.apply",

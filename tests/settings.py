@@ -83,3 +83,12 @@ if os.environ.get("DC_TEST_EMAIL_FILE_PATH"):
     EMAIL_FILE_PATH = os.environ["DC_TEST_EMAIL_FILE_PATH"]
 if os.environ.get("DC_TEST_EMAIL_RATE_LIMIT"):  # a worker subprocess dedicated to the email queue
     DEFERRED_CONFIRMATION["CHANNELS"] = {"email": {"RATE_LIMIT": os.environ["DC_TEST_EMAIL_RATE_LIMIT"]}}
+# Worker-killed tests (tests/faults/test_worker_killed.py): a short Redis visibility timeout, so the broker hands
+# a dead worker's unacknowledged tasks to the next worker within seconds (scanned every second), and a send
+# lease shorter than it.
+if os.environ.get("DC_TEST_VISIBILITY_TIMEOUT"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ["DC_TEST_VISIBILITY_TIMEOUT"]),
+                                       "unacked_restore_interval": 1, "unacked_restore_throttle": 1}
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ["DC_TEST_VISIBILITY_TIMEOUT"])}
+if os.environ.get("DC_TEST_SEND_LEASE"):
+    DEFERRED_CONFIRMATION["SEND_LEASE"] = timedelta(seconds=float(os.environ["DC_TEST_SEND_LEASE"]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -29,9 +28,6 @@ from pipeline.states import DeliveryStatus, State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
 SECRET_PURPOSE = "secret-in-flight"
-#: How long one send task holds a delivery: longer than any provider call, shorter than the broker's
-#: redelivery of a dead worker's task (Redis visibility timeout).
-SEND_LEASE = timedelta(minutes=5)
 
 
 def _lock_pair(delivery_id: int) -> tuple[DeferredAction | None, Delivery | None]:
@@ -98,7 +94,7 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
     claimed = Delivery.objects.filter(
         Q(sending_until__isnull=True) | Q(sending_until__lt=now),
         pk=delivery_id, generation=generation, status=DeliveryStatus.GENERATED,
-    ).update(send_attempts=F("send_attempts") + 1, sending_until=now + SEND_LEASE)
+    ).update(send_attempts=F("send_attempts") + 1, sending_until=now + app_settings.SEND_LEASE)
     if not claimed:
         note(outcome="skipped", level=logging.DEBUG, reason="another copy of this send holds it")
         return False
