@@ -22,6 +22,7 @@ import pytest
 import redis
 from django.core import mail
 from django.utils import timezone
+from kombu import pools as kombu_pools
 
 import pipeline
 import workers
@@ -108,6 +109,9 @@ def _use_broker(url: str) -> None:
         app._pool.force_close_all()
     app._pool = None
     app.amqp._producer_pool = None
+    # kombu keeps its pools in a process-wide registry keyed by connection: forget the closed ones, or the
+    # next test that uses this URL is handed a closed pool ("Acquire on closed pool").
+    kombu_pools.reset()
 
 
 @pytest.fixture
