@@ -44,8 +44,3 @@ def route(form_path: str, model_label: str | None, explicit: Iterable[str] | Non
                                  f"configured: {sorted(app_settings.CHANNELS)}")
             return Route(names, policy)
     raise ValueError(f"No confirmation channel for {form_path}: set ROUTES or DEFAULT_CHANNELS.")
-
-
-def channels_for(form_path: str, model_label: str | None, explicit: Iterable[str] | None = None,
-                 declared: Iterable[str] | None = None) -> list[str]:
-    return route(form_path, model_label, explicit, declared).channels
