@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-sqlite test-postgres test-browser lint services
+.PHONY: demo test test-sqlite test-postgres test-browser lint services bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,11 @@ test-postgres: $(VENV)/.installed services
 ## Only the browser tests; screenshots in test-artifacts/screenshots/, server logs in test-artifacts/browser-logs/.
 test-browser: $(VENV)/.installed services
 	$(PY) -m pytest tests/browser
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[dev,bench]"
+	touch $@
+
+## The benchmarks (bench/) against the local Redis and PostgreSQL; writes docs/benchmarks.md and docs/benchmarks.png.
+bench: $(VENV)/.bench-installed services
+	$(PY) -m bench
