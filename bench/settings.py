@@ -11,8 +11,8 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/"
                       + os.environ.get("BENCH_PG_NAME", "bench_deferred_confirmation"))
 os.environ.setdefault("DEBUG", "0")
 
-from example.settings import *  # noqa: E402, F403
-from example.settings import LOGGING  # noqa: E402
+from example.settings import *  # noqa: F403
+from example.settings import LOGGING
 
 # Lifecycle log lines at WARNING: a benchmark measures the pipeline, not the console.
 LOGGING["loggers"]["deferred_confirmation"]["level"] = os.environ.get("BENCH_LOG_LEVEL", "WARNING")
