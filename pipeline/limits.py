@@ -56,14 +56,26 @@ def reserve_send(channel: str, recipient: str, *, resend: bool = False, now: dat
     advisory lock; SQLite serialises writers by itself), so a burst of parallel saves cannot all pass the
     check before any of them is counted.  A rolled-back transaction un-counts its send."""
     now = now or timezone.now()
-    key = recipient_key(channel, recipient)
+    refusal = check_send_locked(channel, recipient, resend=resend, now=now)
+    if refusal is None:
+        record_send(channel, recipient, now=now)
+    return refusal
+
+
+def check_send_locked(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None
+                      ) -> SendRefusal | None:
+    """:func:`check_send`, with the recipient serialised until the transaction ends: the first half of
+    :func:`reserve_send`, for a caller that checks every recipient before counting any (:func:`record_send`)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(key[:15], 16)])
-    refusal = check_send(channel, recipient, resend=resend, now=now)
-    if refusal is None:
-        SendRecord.objects.create(channel=channel, recipient_key=key, created_at=now)
-    return refusal
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(recipient_key(channel, recipient)[:15], 16)])
+    return check_send(channel, recipient, resend=resend, now=now)
+
+
+def record_send(channel: str, recipient: str, *, now: datetime | None = None) -> None:
+    """Count one send to ``recipient`` (after :func:`check_send_locked` allowed it, in the same transaction)."""
+    SendRecord.objects.create(channel=channel, recipient_key=recipient_key(channel, recipient),
+                              created_at=now or timezone.now())
 
 
 def check_send(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None

@@ -91,28 +91,38 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
 
     check_storable(form, instance, user)
 
-    with transaction.atomic():
-        for name, recipient in recipients.items():  # counted with the action, or not at all
-            refusal = limits.reserve_send(name, recipient, now=now)
+    # No savepoint: inside a caller's transaction (a view under ATOMIC_REQUESTS) one costs two round trips.
+    # Every recipient's limit is checked before anything is written, and a refusal is raised after the block,
+    # so a refused save leaves the caller's transaction usable and counts nothing.
+    refused: tuple[str, limits.SendRefusal] | None = None
+    with transaction.atomic(savepoint=False):
+        for name, recipient in recipients.items():
+            refusal = limits.check_send_locked(name, recipient, now=now)
             if refusal is not None:
-                raise limits.SendLimitExceeded(name, refusal)
-        action = DeferredAction.objects.create(
-            form_class=form_path(type(form)),
-            form_data=formdata.dump(form),
-            form_prefix=form.prefix,
-            content_type=ContentType.objects.get_for_model(model) if instance is not None else None,
-            object_pk=str(instance.pk) if instance is not None else None,
-            target_fingerprint=formdata.fingerprint(type(form), instance) if instance is not None else "",
-            user=user if getattr(user, "pk", None) else None,
-            description=(description or "").replace("\x00", "\ufffd"),  # text columns refuse NUL
-            channel_policy=chosen.policy,
-            created_at=now,
-            valid_until=max(expiry.values()),
-        )
-        note(action_id=action.pk, channel=",".join(chosen.channels), to_state=action.state)
-        for name in chosen.channels:
-            delivery = Delivery.objects.create(action=action, channel=name, recipient=recipients[name],
-                                               expires_at=expiry[name])
-            dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation,
-                             queue=app_settings.channel(name)["QUEUE"], action_id=action.pk)
+                refused = (name, refusal)
+                break
+        else:
+            for name, recipient in recipients.items():  # counted with the action, or not at all
+                limits.record_send(name, recipient, now=now)
+            action = DeferredAction.objects.create(
+                form_class=form_path(type(form)),
+                form_data=formdata.dump(form),
+                form_prefix=form.prefix,
+                content_type=ContentType.objects.get_for_model(model) if instance is not None else None,
+                object_pk=str(instance.pk) if instance is not None else None,
+                target_fingerprint=formdata.fingerprint(type(form), instance) if instance is not None else "",
+                user=user if getattr(user, "pk", None) else None,
+                description=(description or "").replace("\x00", "\ufffd"),  # text columns refuse NUL
+                channel_policy=chosen.policy,
+                created_at=now,
+                valid_until=max(expiry.values()),
+            )
+            note(action_id=action.pk, channel=",".join(chosen.channels), to_state=action.state)
+            for name in chosen.channels:
+                delivery = Delivery.objects.create(action=action, channel=name, recipient=recipients[name],
+                                                   expires_at=expiry[name])
+                dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation,
+                                 queue=app_settings.channel(name)["QUEUE"], action_id=action.pk)
+    if refused is not None:
+        raise limits.SendLimitExceeded(*refused)
     return action
