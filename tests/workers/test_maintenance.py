@@ -84,6 +84,27 @@ def test_expire_stale_marks_open_actions_past_valid_until_expired_in_batches(eag
     assert _run(dispatch.EXPIRE_STALE) == 0
 
 
+def test_expire_stale_signals_receivers_connected_for_the_changed_model(eager, confirmation_settings):
+    """A receiver of action_expired connected for one sender (the model the change is to) hears the sweep."""
+    from django_integration.signals import action_expired
+
+    confirmation_settings(BATCH_SIZE=2)
+    heard = []
+
+    def receiver(sender, instance, **kwargs):
+        heard.append((sender, instance.pk))
+
+    action_expired.connect(receiver, sender=Profile)
+    try:
+        past = timezone.now() - timedelta(minutes=1)
+        actions = [stage_change(f"exp-s{i}@example.org", f"exp-s{i}-new@example.org")[1] for i in range(3)]
+        DeferredAction.objects.filter(pk__in=[a.pk for a in actions]).update(valid_until=past)
+        assert _run(dispatch.EXPIRE_STALE) == 3
+    finally:
+        action_expired.disconnect(receiver, sender=Profile)
+    assert sorted(heard, key=str) == sorted(((Profile, a.pk) for a in actions), key=str)
+
+
 # --- purge --------------------------------------------------------------------------------------------
 def test_purge_deletes_old_terminal_actions_with_their_deliveries(eager, confirmation_settings):
     confirmation_settings(BATCH_SIZE=2, RETENTION=timedelta(days=30))
