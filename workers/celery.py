@@ -2,7 +2,9 @@
 
 Defaults a project can override in its settings: late acks with reject-on-worker-lost and prefetch 1
 (a killed worker's task goes back to the queue, and a worker holds one task it has not started at most),
-one queue per channel plus apply and maintenance queues, task events on for Flower.
+one queue per channel plus apply and maintenance queues, task events on for Flower.  Database connections
+are closed around each task as Django closes them around a request (CONN_MAX_AGE), not before and after every
+task whatever CONN_MAX_AGE says, as Celery's Django fixup does by default.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 
 from celery import Celery, signals
 from django.core.exceptions import ImproperlyConfigured
+from django.db import close_old_connections
 from kombu import Queue
 
 if not os.environ.get("DJANGO_SETTINGS_MODULE"):
@@ -38,6 +41,10 @@ DEFAULTS = {
 }
 
 
+#: CELERY_DB_REUSE_MAX that no worker reaches: Celery's Django fixup then never closes connections itself.
+NEVER = 2**62
+
+
 def _configure(conf) -> None:
     from django.conf import settings
 
@@ -56,11 +63,29 @@ def _configure(conf) -> None:
         "confirmation.redrive": {"queue": app_settings.MAINTENANCE_QUEUE},
     }
     conf.task_routes = [routes, *([conf.task_routes] if conf.task_routes else [])]
+    if conf.get("CELERY_DB_REUSE_MAX") is None:
+        # Celery's Django fixup closes every database connection before and after every task unless this is
+        # set: a new PostgreSQL connection (a backend forked, authenticated, set up) for each of the three
+        # tasks of an action, whatever CONN_MAX_AGE says.  Set out of reach, so the fixup leaves them alone,
+        # and :func:`_db_connections_like_requests` closes them as Django does around a request instead.
+        conf["CELERY_DB_REUSE_MAX"] = NEVER
 
 
 @app.on_after_configure.connect
 def _on_after_configure(sender, **kwargs) -> None:
     _configure(sender.conf)
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def _db_connections_like_requests(sender=None, task=None, **kwargs) -> None:
+    """Around every task a worker runs, what Django does around every request: close the connections that are
+    past CONN_MAX_AGE (0, Django's default: all of them, every task) or unusable after an error (a task whose
+    connection was killed is retried on a new one).  A project that keeps connections (CONN_MAX_AGE > 0)
+    keeps them in its workers too.  Not for a task run eagerly: it runs inside its caller's transaction."""
+    if getattr(getattr(task, "request", None), "is_eager", False):
+        return
+    close_old_connections()
 
 
 app.autodiscover_tasks()

@@ -61,7 +61,7 @@ def backoff(retries: int) -> int:
 
 @shared_task(name=dispatch.GENERATE_TOKEN, **COMMON)
 def generate_token(self, delivery_id: int, generation: int, action_id: str | None = None) -> bool:
-    return lifecycle.generate(delivery_id, generation)
+    return lifecycle.generate(delivery_id, generation, action_id=action_id)
 
 
 @shared_task(name=dispatch.SEND_NOTIFICATION, **COMMON)

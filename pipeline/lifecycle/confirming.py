@@ -18,7 +18,7 @@ from django_integration.signals import action_expired
 from pipeline import dispatch, tokens
 from pipeline.channels import configured_channel, get_channel
 from pipeline.conf import app_settings
-from pipeline.lifecycle.transitions import close_deliveries, lock, move, note, signal_on_commit, step
+from pipeline.lifecycle.transitions import close_deliveries, first, lock, move, note, signal_on_commit, step
 from pipeline.states import DeliveryStatus, State
 
 
@@ -87,12 +87,17 @@ def _find_link_delivery(token: Any) -> Delivery | None:
 
 
 def _confirm_link(token: Any) -> ConfirmResult:
-    found = _find_link_delivery(token)
-    if found is None:
+    if not tokens.is_well_formed_link_token(token):
         return INVALID
+    # Only the ids: the rows are read again under their locks (the action, with its stored form, only once).
+    found = (Delivery.objects.filter(secret_digest__in=tokens.link_digests(token)).order_by()
+             .values_list("pk", "action_id")[:1])
+    if not found:
+        return INVALID
+    [(delivery_id, action_id)] = found
     with transaction.atomic():
-        action = lock(found.action_id)
-        delivery = Delivery.objects.select_for_update().filter(pk=found.pk).first()
+        action = lock(action_id)
+        delivery = first(Delivery.objects.select_for_update().filter(pk=delivery_id))
         channel = configured_channel(delivery.channel) if delivery is not None else None
         if action is None or channel is None or not channel.matches(delivery, token):
             return INVALID  # resent or purged between the lookup and the lock, or its channel removed

@@ -9,7 +9,9 @@ a no-op.  Running either step twice has the effect of once.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
@@ -23,21 +25,38 @@ from pipeline import crypto, dispatch, formdata, limits
 from pipeline.channels import PermanentChannelError, get_channel
 from pipeline.channels.base import recipient_values, redact_contacts
 from pipeline.conf import app_settings
-from pipeline.lifecycle.transitions import close_deliveries, fail, lock, logged_step, move, note, quiet
+from pipeline.lifecycle.transitions import close_deliveries, fail, first, lock, logged_step, move, note, quiet
 from pipeline.states import DeliveryStatus, State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
 SECRET_PURPOSE = "secret-in-flight"
 
 
-def _lock_pair(delivery_id: int) -> tuple[DeferredAction | None, Delivery | None]:
-    """The delivery and its action, both row-locked: the action first, as everywhere (no deadlocks)."""
-    action_id = Delivery.objects.filter(pk=delivery_id).values_list("action_id", flat=True).first()
-    if action_id is None:
+def _lock_pair(delivery_id: int, action_id: Any = None) -> tuple[DeferredAction | None, Delivery | None]:
+    """The delivery and its action, both row-locked: the action first, as everywhere (no deadlocks).
+
+    ``action_id``, the action a task was published for, saves looking the delivery's action up (a round trip
+    per task); a delivery that is not that action's counts as missing.  Messages published without it (by an
+    earlier version) or with something that is no action id take the lookup."""
+    action_uuid = _as_uuid(action_id)
+    if action_uuid is None:
+        action_uuid = Delivery.objects.filter(pk=delivery_id).values_list("action_id", flat=True).first()
+        if action_uuid is None:
+            return None, None
+    action = lock(action_uuid)
+    if action is None:
         return None, None
-    action = lock(action_id)
-    delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
+    delivery = first(Delivery.objects.select_for_update().filter(pk=delivery_id, action_id=action.pk))
     return action, delivery
+
+
+def _as_uuid(value: Any) -> uuid.UUID | None:
+    if value is None or isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
 
 
 def _still_wanted(action: DeferredAction | None, delivery: Delivery | None, generation: int,
@@ -48,11 +67,13 @@ def _still_wanted(action: DeferredAction | None, delivery: Delivery | None, gene
 
 
 @logged_step("generate", done="generated")
-def generate(delivery_id: int, generation: int) -> bool:
-    """Make and store the digest of a new secret, queue its sending; False if there is nothing to do."""
+def generate(delivery_id: int, generation: int, action_id: Any = None) -> bool:
+    """Make and store the digest of a new secret, queue its sending; False if there is nothing to do.
+
+    ``action_id``: the delivery's action, if the caller knows it (the task's keyword): one query fewer."""
     note(delivery_id=delivery_id, generation=generation)
     with transaction.atomic():
-        action, delivery = _lock_pair(delivery_id)
+        action, delivery = _lock_pair(delivery_id, action_id)
         if action is not None and delivery is not None:
             note(action_id=action.pk, channel=delivery.channel)
         if not _still_wanted(action, delivery, generation, DeliveryStatus.QUEUED):
@@ -77,7 +98,7 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
     except (crypto.InvalidToken, ValueError, TypeError):
         note(outcome="dropped", level=logging.WARNING, reason="the sealed secret cannot be opened")
         return False
-    delivery = Delivery.objects.select_related("action", "action__user").filter(pk=delivery_id).first()
+    delivery = first(Delivery.objects.select_related("action", "action__user").filter(pk=delivery_id))
     if delivery is not None:
         note(action_id=delivery.action_id, channel=delivery.channel)
     if delivery is None or not _still_wanted(delivery.action, delivery, generation, DeliveryStatus.GENERATED):
@@ -100,6 +121,7 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
         return False
     try:
         provider_ref = _send(channel, delivery, action, secret)
+        sent_at = timezone.now()  # the provider's accept, not the bookkeeping after the signal below
     except PermanentChannelError as exc:
         delivery_failed(delivery_id, generation, str(exc))
         quiet()  # the deliver_failed line tells it
@@ -107,24 +129,35 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
     except BaseException:  # transient or unexpected: the task's retry must be able to claim it again
         Delivery.objects.filter(pk=delivery_id, generation=generation).update(sending_until=None)
         raise
-    action.token = secret  # for receivers, in memory only (the seed's API)
-    confirmation_required.send_robust(sender=action.model_class or DeferredAction, instance=action,
-                                      user=action.user, channel=delivery.channel)
-    del action.token
+    if confirmation_required.receivers:  # the sender (model_class) costs a query: only for someone listening
+        action.token = secret  # for receivers, in memory only (the seed's API)
+        confirmation_required.send_robust(sender=action.model_class or DeferredAction, instance=action,
+                                          user=action.user, channel=delivery.channel)
+        del action.token
+    return _record_sent(action, delivery_id, generation, (provider_ref or "")[:255], sent_at)
+
+
+def _record_sent(action: DeferredAction, delivery_id: int, generation: int, provider_ref: str,
+                 sent_at: datetime) -> bool:
+    """Mark the delivery sent and its action notified, in one transaction holding the action's row lock.
+
+    Conditional UPDATEs instead of locking and reading the delivery: the same outcome (the row changes only if
+    it is still this generation's, waiting for its send) in two round trips fewer."""
+    now = timezone.now()
     with transaction.atomic():
-        act, locked = _lock_pair(delivery_id)
-        if act is None or locked is None or locked.generation != generation or (
-                locked.status != DeliveryStatus.GENERATED):
-            return False
-        locked.status = DeliveryStatus.SENT
-        locked.sent_at = timezone.now()
-        locked.provider_ref = (provider_ref or "")[:255]
-        locked.status_detail = ""  # no longer "retrying: ..."
-        locked.sending_until = None
-        locked.save(update_fields=["status", "sent_at", "provider_ref", "status_detail", "sending_until",
-                                   "updated_at"])
-        if act.state == State.PENDING:
-            move(act, State.NOTIFIED)
+        locked = lock(action.pk)  # the action first, as everywhere (no deadlocks)
+        this_send = Delivery.objects.filter(pk=delivery_id, action_id=action.pk, generation=generation)
+        marked = this_send.filter(status=DeliveryStatus.GENERATED).update(
+            status=DeliveryStatus.SENT, sent_at=sent_at, provider_ref=provider_ref,
+            status_detail="",  # no longer "retrying: ..."
+            sending_until=None, updated_at=now)
+        if not marked:
+            # Confirmed before this line ran (the link clicked the moment it arrived): the message did go out,
+            # and the row says when.  Anything else (resent, cancelled, purged meanwhile) is left as it is.
+            return bool(this_send.filter(status=DeliveryStatus.CONFIRMED, sent_at__isnull=True).update(
+                sent_at=sent_at, provider_ref=provider_ref, sending_until=None, updated_at=now))
+        if locked is not None and locked.state == State.PENDING:
+            move(locked, State.NOTIFIED)
     return True
 
 

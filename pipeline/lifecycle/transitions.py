@@ -20,6 +20,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -64,15 +65,23 @@ def fail(action: DeferredAction, reason: str) -> None:
 
 def signal_on_commit(signal: Signal, action: DeferredAction, **kwargs: Any) -> None:
     """Send ``signal`` once the surrounding transaction commits (never for a rolled-back change)."""
-    if not signal.has_listeners():
+    if not signal.receivers:  # nobody listens: not even the sender (a content type query) is needed
         return
     sender = action.model_class or DeferredAction
+    if not signal.has_listeners(sender):  # has_listeners() alone counts only receivers of every sender
+        return
     transaction.on_commit(lambda: signal.send_robust(sender=sender, instance=action, **kwargs), robust=True)
 
 
 def lock(action_id: Any) -> DeferredAction | None:
     """The action, row-locked until the surrounding transaction ends, or None."""
-    return DeferredAction.objects.select_for_update().filter(pk=action_id).first()
+    return first(DeferredAction.objects.select_for_update().filter(pk=action_id))
+
+
+def first(queryset: QuerySet) -> Any:
+    """The one row of a lookup by key, or None: ``.first()`` without the ORDER BY it adds (the model's
+    ordering, or the pk), which a key lookup does not need and the ORM compiles on every task."""
+    return next(iter(queryset.order_by()[:1]), None)
 
 
 # --- one log line per lifecycle step -------------------------------------------------------------------
@@ -102,6 +111,9 @@ class Step:
         self.moves += 1
 
     def emit(self, default_outcome: str) -> None:
+        level = self.level if self.level is not None else logging.INFO
+        if not logger.isEnabledFor(level):  # every task ends a step: build the line only if it is written
+            return
         outcome = self.outcome or default_outcome
         extra = {"event": self.event, "outcome": outcome}
         extra.update((key, str(value) if key == "action_id" else value)
@@ -111,7 +123,6 @@ class Step:
         if self.to_state is not None:
             extra["to_state"] = self.to_state
         extra["duration_ms"] = round((time.monotonic() - self.started) * 1000)
-        level = self.level if self.level is not None else logging.INFO
         logger.log(level, "%s", _describe(extra), extra=extra)
 
 
