@@ -7,6 +7,7 @@ a victim's inbox, and paid letters or payouts triggered in a loop.  Counted per 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -60,6 +61,12 @@ def reserve_send(channel: str, recipient: str, *, resend: bool = False, now: dat
     if refusal is None:
         record_send(channel, recipient, now=now)
     return refusal
+
+
+def lock_order(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(channel, recipient) pairs in the order their locks are taken: the same in every transaction (by key),
+    so two saves or resends for the same two recipients, routed in different orders, cannot deadlock."""
+    return sorted(pairs, key=lambda pair: recipient_key(*pair))
 
 
 def check_send_locked(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None

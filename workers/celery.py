@@ -13,7 +13,7 @@ import os
 
 from celery import Celery, signals
 from django.core.exceptions import ImproperlyConfigured
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from kombu import Queue
 
 if not os.environ.get("DJANGO_SETTINGS_MODULE"):
@@ -89,6 +89,13 @@ def _db_connections_like_requests(sender=None, task=None, **kwargs) -> None:
 
 
 app.autodiscover_tasks()
+
+
+@signals.beat_embedded_init.connect
+def _beat_gets_its_own_connections(**kwargs) -> None:
+    """``worker -B``: the embedded beat process must not share the connections it inherited from the worker's
+    main process (the fixup would close them here, but CELERY_DB_REUSE_MAX above tells it to leave them)."""
+    connections.close_all()
 
 
 @signals.celeryd_after_setup.connect

@@ -252,8 +252,8 @@ def resend(action: DeferredAction, channel: str | None = None) -> ResendResult:
         deliveries = list(deliveries)
         try:
             with transaction.atomic():  # all sends counted, or none
-                for delivery in deliveries:
-                    refusal = limits.reserve_send(delivery.channel, delivery.recipient, resend=True)
+                for name, recipient in limits.lock_order((d.channel, d.recipient) for d in deliveries):
+                    refusal = limits.reserve_send(name, recipient, resend=True)
                     if refusal is not None:
                         raise _Refused(refusal)
         except _Refused as refused:

@@ -96,7 +96,7 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
     # so a refused save leaves the caller's transaction usable and counts nothing.
     refused: tuple[str, limits.SendRefusal] | None = None
     with transaction.atomic(savepoint=False):
-        for name, recipient in recipients.items():
+        for name, recipient in limits.lock_order(recipients.items()):
             refusal = limits.check_send_locked(name, recipient, now=now)
             if refusal is not None:
                 refused = (name, refusal)

@@ -70,3 +70,12 @@ def test_parallel_saves_to_one_recipient_cannot_all_pass_the_limit(one_send):
         thread.join(30)
     assert sorted(outcomes) == ["refused"] * 5 + ["saved"]
     assert DeferredAction.objects.count() == 1 and SendRecord.objects.count() == 1
+
+
+def test_recipients_are_locked_in_one_order_whatever_the_route(db):
+    """Two saves (or resends) for the same email and phone, one routed email-then-sms and the other
+    sms-then-email, take the recipients' locks in the same order: neither can deadlock the other."""
+    pairs = [("email", "same@example.org"), ("sms", "+15005550006"), ("letter", '{"line1": "1 Main St"}')]
+    orders = {tuple(limits.lock_order(p)) for p in (pairs, pairs[::-1], [pairs[1], pairs[0], pairs[2]])}
+    assert len(orders) == 1
+    assert sorted(next(iter(orders))) == sorted(pairs)
