@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.report import ROOT
+from bench.report import ROOT, stop
 
 
 def free_port() -> int:
@@ -73,12 +73,7 @@ def slow_smtp(delay_ms: float = 200) -> Iterator[SlowSMTP]:
                 time.sleep(0.05)
             yield server
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, timeout=5)
 
 
 class _SlowHandler:

@@ -37,6 +37,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+from bench.report import stop
+
 N = 50
 QUEUE = "confirmation.email"
 IGNORED = {"info"}
@@ -301,12 +303,7 @@ def measure_consumption(port: int, redis_counter: RedisCounter, messages: int = 
         busy_seconds = time.monotonic() - started
         total = now - published_before
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop(worker)
     # The worker consumes while the messages are published: remove what the publishes cost (measured in
     # the stages: one LPUSH and one PUBLISH, the task-sent event, each), and the idle background scaled to
     # the busy window.

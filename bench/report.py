@@ -80,6 +80,18 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(ms), "p99": percentile(ms, 99), "mean": statistics.fmean(ms), "n": len(ms)}
 
 
+def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM, wait up to ``timeout`` seconds for a clean exit, then SIGKILL: a benchmark's helper process."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def fresh_database(name: str) -> None:
     """Drop and create a PostgreSQL database on 127.0.0.1 (trust auth, user postgres)."""
     for sql in (f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'):

@@ -30,6 +30,8 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from bench.report import stop
+
 N_PAIRS = 150  # ours and baseline, interleaved
 BLOCKS = 4  # per delay, in the independence part
 BLOCK_SIZE = 25
@@ -219,12 +221,7 @@ def main() -> None:
                     by_delay[delay] += [_paced(ours, next(rest)) for _ in range(BLOCK_SIZE)]
                     _wait_until_sent()
         finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+            stop(worker)
             app.control.purge()
 
     load_after = os.getloadavg()[0]

@@ -54,6 +54,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 
+from bench.report import stop
 from workers import app
 
 N = int(os.environ.get("BENCH_THROUGHPUT_N", "2000"))
@@ -165,13 +166,7 @@ class MailServer:
         return token, datetime.fromtimestamp(float(arrived), UTC)
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        stop(self.popen, timeout=10)
 
 
 class _MailHandler:
