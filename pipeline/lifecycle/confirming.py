@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -18,7 +17,7 @@ from django_integration.signals import action_expired
 from pipeline import dispatch, tokens
 from pipeline.channels import configured_channel, get_channel
 from pipeline.conf import app_settings
-from pipeline.lifecycle.transitions import close_deliveries, first, lock, move, note, signal_on_commit, step
+from pipeline.lifecycle.transitions import action_key, close_deliveries, first, lock, move, note, signal_on_commit, step
 from pipeline.states import DeliveryStatus, State
 
 
@@ -112,7 +111,7 @@ LOCK_RETRIES = 3
 
 def _confirm_code(secret: Any, action_ref: Any) -> ConfirmResult:
     """A code or amounts typed for ``action_ref``.  Only input that could be a secret counts as an attempt."""
-    action_id = _as_uuid(action_ref)
+    action_id = action_key(action_ref)
     if action_id is None:
         return INVALID
     with transaction.atomic():
@@ -143,17 +142,6 @@ def _attempts_left(deliveries: list[Delivery]) -> int | None:
     left = [max(limit - d.attempts, 0) for d in deliveries
             if (limit := get_channel(d.channel).max_attempts) is not None]
     return min(left) if left else None
-
-
-def _as_uuid(value: Any) -> uuid.UUID | None:
-    if isinstance(value, DeferredAction):
-        return value.pk
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value)) if isinstance(value, str) and len(value) <= 64 else None
-    except ValueError:
-        return None
 
 
 def _refusal(action: DeferredAction, delivery: Delivery | None, now=None) -> ConfirmStatus | None:

@@ -9,7 +9,6 @@ a no-op.  Running either step twice has the effect of once.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,7 +24,17 @@ from pipeline import crypto, dispatch, formdata, limits
 from pipeline.channels import PermanentChannelError, get_channel
 from pipeline.channels.base import recipient_values, redact_contacts
 from pipeline.conf import app_settings
-from pipeline.lifecycle.transitions import close_deliveries, fail, first, lock, logged_step, move, note, quiet
+from pipeline.lifecycle.transitions import (
+    action_key,
+    close_deliveries,
+    fail,
+    first,
+    lock,
+    logged_step,
+    move,
+    note,
+    quiet,
+)
 from pipeline.states import DeliveryStatus, State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
@@ -38,7 +47,7 @@ def _lock_pair(delivery_id: int, action_id: Any = None) -> tuple[DeferredAction 
     ``action_id``, the action a task was published for, saves looking the delivery's action up (a round trip
     per task); a delivery that is not that action's counts as missing.  Messages published without it (by an
     earlier version) or with something that is no action id take the lookup."""
-    action_uuid = _as_uuid(action_id)
+    action_uuid = action_key(action_id)
     if action_uuid is None:
         action_uuid = Delivery.objects.filter(pk=delivery_id).values_list("action_id", flat=True).first()
         if action_uuid is None:
@@ -48,15 +57,6 @@ def _lock_pair(delivery_id: int, action_id: Any = None) -> tuple[DeferredAction 
         return None, None
     delivery = first(Delivery.objects.select_for_update().filter(pk=delivery_id, action_id=action.pk))
     return action, delivery
-
-
-def _as_uuid(value: Any) -> uuid.UUID | None:
-    if value is None or isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
 
 
 def _still_wanted(action: DeferredAction | None, delivery: Delivery | None, generation: int,

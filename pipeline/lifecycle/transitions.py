@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -76,6 +77,19 @@ def signal_on_commit(signal: Signal, action: DeferredAction, **kwargs: Any) -> N
 def lock(action_id: Any) -> DeferredAction | None:
     """The action, row-locked until the surrounding transaction ends, or None."""
     return first(DeferredAction.objects.select_for_update().filter(pk=action_id))
+
+
+def action_key(value: Any) -> uuid.UUID | None:
+    """An action's primary key from what a caller or a message holds (the action, a UUID, its text), or None
+    for anything that cannot be one: never an exception, never a query."""
+    if isinstance(value, DeferredAction):
+        return value.pk
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value) if isinstance(value, str) and len(value) <= 64 else None
+    except ValueError:
+        return None
 
 
 def first(queryset: QuerySet) -> Any:
