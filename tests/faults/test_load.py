@@ -45,6 +45,7 @@ import redis
 from django.conf import settings
 from honcho.environ import parse_procfile
 
+from bench.report import percentile
 from example import demo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -288,15 +289,12 @@ def make_clients(plan: dict, port: int, postman: Postman, rng: random.Random) ->
 
 # --- the test ------------------------------------------------------------------------------------------
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))] if ordered else 0.0
-
-
 def latency(requests: list[Request]) -> dict:
     seconds = [r.seconds for r in requests]
-    return {"n": len(seconds), "p50_ms": round(percentile(seconds, 50) * 1000, 1),
-            "p99_ms": round(percentile(seconds, 99) * 1000, 1), "max_ms": round(max(seconds, default=0) * 1000, 1)}
+
+    def ms(p: float) -> float:
+        return round(percentile(seconds, p) * 1000, 1) if seconds else 0.0
+    return {"n": len(seconds), "p50_ms": ms(50), "p99_ms": ms(99), "max_ms": round(max(seconds, default=0) * 1000, 1)}
 
 
 @pytest.fixture
