@@ -16,7 +16,7 @@ tasks throughout and sends our mails to that same server, so the request path is
 deliveries it queued are really being made.  Samples are interleaved (ours, baseline, ours, ...).
 
 Second part, independence of the channel's latency: our ``save()`` with the server's delay at 0 ms and at
-200 ms, in alternating blocks of 25 saves (4 blocks each), one save every 100 ms; after each block we wait
+200 ms, in alternating blocks of 20 saves (10 blocks each), one save every 100 ms; after each block we wait
 until the worker has sent every mail of it, so a block's saves run while exactly its own mails are in flight.
 """
 
@@ -33,8 +33,8 @@ from typing import Any
 from bench.report import stop
 
 N_PAIRS = 150  # ours and baseline, interleaved
-BLOCKS = 4  # per delay, in the independence part
-BLOCK_SIZE = 25
+BLOCKS = 10  # per delay, in the independence part: many short blocks, so load swings hit both delays alike
+BLOCK_SIZE = 20
 SLOW_MS = 200
 WORKER_CONCURRENCY = 4
 QUEUE = "confirmation.email"

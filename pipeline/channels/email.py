@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import smtplib
 from email.utils import make_msgid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
 
+from pipeline.channels import mailconn
 from pipeline.channels.base import (
     BaseChannel,
     ChannelConfigurationError,
@@ -44,9 +45,18 @@ def confirm_link(token: str) -> str:
 
 
 class EmailChannel(BaseChannel):
-    """OPTIONS: ``EMAIL_BACKEND`` (default: settings.EMAIL_BACKEND), ``FROM_EMAIL``."""
+    """OPTIONS: ``EMAIL_BACKEND`` (default: settings.EMAIL_BACKEND), ``FROM_EMAIL``, ``KEEP_ALIVE`` (seconds an
+    idle connection to the mail server is kept for the next send, default 30; 0 opens one per mail)."""
 
     secret_kind = "link"
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> list[str]:
+        """Problems with OPTIONS, for a system check (empty when fine)."""
+        keep_alive = options.get("KEEP_ALIVE", mailconn.DEFAULT_KEEP_ALIVE)
+        if not isinstance(keep_alive, int | float) or isinstance(keep_alive, bool) or keep_alive < 0:
+            return ["OPTIONS['KEEP_ALIVE'] must be a number of seconds, 0 or more."]
+        return []
 
     def send(self, *, delivery: Delivery, action: DeferredAction, secret: str) -> str:
         context = self.context(delivery=delivery, action=action, secret=secret)
@@ -59,11 +69,12 @@ class EmailChannel(BaseChannel):
             from_email=self.options.get("FROM_EMAIL") or app_settings.from_email,
             to=[delivery.recipient],
             headers={"X-Deferred-Action": str(action.pk), "Message-ID": message_id},
-            connection=get_connection(self.options.get("EMAIL_BACKEND")),
         )
         message.attach_alternative(render_to_string(TEMPLATES["html"], context), "text/html")
+        keep_alive = self.options.get("KEEP_ALIVE", mailconn.DEFAULT_KEEP_ALIVE)
         try:
-            message.send()
+            with mailconn.kept_open(self.options.get("EMAIL_BACKEND"), keep_alive) as connection:
+                connection.send_messages([message])
         except smtplib.SMTPRecipientsRefused as exc:
             if all(400 <= code < 500 for code, _msg in exc.recipients.values()):  # greylisting, mailbox busy
                 raise TransientChannelError(_smtp_reason(exc), code="recipient-deferred") from exc

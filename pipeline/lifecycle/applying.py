@@ -21,7 +21,7 @@ from django.utils.module_loading import import_string
 from django_integration.signals import change_confirmed
 from pipeline import formdata
 from pipeline.channels.base import redact_contacts
-from pipeline.lifecycle.transitions import fail, lock, logged_step, move, note, signal_on_commit
+from pipeline.lifecycle.transitions import fail, first, lock, logged_step, move, note, signal_on_commit
 from pipeline.states import State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
@@ -35,22 +35,28 @@ class ApplyRefused(Exception):
 def apply(action_id: Any) -> bool:
     """Apply a confirmed action; True if it was applied now, False if there was nothing (left) to do."""
     note(action_id=action_id)
-    with transaction.atomic():
-        action = lock(action_id)
-        if action is None or action.state != State.CONFIRMED:
-            return False
-        try:
+    try:
+        with transaction.atomic():
+            action = lock(action_id)
+            if action is None or action.state != State.CONFIRMED:
+                return False
             obj = _write(action)
-        except ApplyRefused as refused:
+            fields = {"applied_at": timezone.now()}
+            if action.object_pk is None:  # a create: the action now points at what it made
+                fields.update(content_type=ContentType.objects.get_for_model(obj), object_pk=str(obj.pk))
+            move(action, State.APPLIED, **fields)
+            signal_on_commit(change_confirmed, action)
+    except ApplyRefused as refused:
+        # Everything the attempt wrote is rolled back (and a query that failed on PostgreSQL took the
+        # transaction with it); the failure is recorded in a transaction of its own, if the action is still
+        # waiting for this apply.  No savepoint around the attempt: two round trips fewer on every apply.
+        with transaction.atomic():
+            action = lock(action_id)
+            if action is None or action.state != State.CONFIRMED:
+                return False
             fail(action, str(refused))
-            note(outcome="failed", level=logging.INFO, reason=str(refused),
-                 detail=getattr(refused, "detail", None))
-            return False
-        fields = {"applied_at": timezone.now()}
-        if action.object_pk is None:  # a create: the action now points at what it made
-            fields.update(content_type=ContentType.objects.get_for_model(obj), object_pk=str(obj.pk))
-        move(action, State.APPLIED, **fields)
-        signal_on_commit(change_confirmed, action)
+        note(outcome="failed", level=logging.INFO, reason=str(refused), detail=getattr(refused, "detail", None))
+        return False
     return True
 
 
@@ -65,7 +71,7 @@ def _write(action: Any) -> Any:
         rows = model._default_manager.filter(pk=action.object_pk)
         # of=self: a default manager that joins a nullable relation cannot lock the outer join's side.
         of = {"of": ("self",)} if connection.features.has_select_for_update_of else {}
-        instance = rows.select_for_update(**of).first()
+        instance = first(rows.select_for_update(**of))
         if instance is None:
             raise ApplyRefused(f"The {model._meta.verbose_name} this change was for no longer exists.")
         if not getattr(form_class, "allow_stale", False) and action.target_fingerprint and (
@@ -77,14 +83,11 @@ def _write(action: Any) -> Any:
     except ValueError as exc:
         raise ApplyRefused(f"The stored form data is unreadable: {exc}.") from exc
     try:
-        # A savepoint: a failed validation or save leaves nothing behind, and a query that tampered
-        # data made fail (PostgreSQL) does not poison the transaction the failure is recorded in.
-        with transaction.atomic():
-            form = form_class.rebuild(action=action, data=data, instance=instance)
-            form.confirming = True
-            if not form.is_valid():
-                raise ApplyRefused(_errors_text(form))
-            return form.save_confirmed()
+        form = form_class.rebuild(action=action, data=data, instance=instance)
+        form.confirming = True
+        if not form.is_valid():
+            raise ApplyRefused(_errors_text(form))
+        return form.save_confirmed()
     except ApplyRefused:
         raise
     except (OperationalError, InterfaceError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -32,6 +32,8 @@ from pipeline.lifecycle.transitions import (
     lock,
     logged_step,
     move,
+    move_if,
+    moved,
     note,
     quiet,
 )
@@ -41,17 +43,11 @@ logger = logging.getLogger("deferred_confirmation.lifecycle")
 SECRET_PURPOSE = "secret-in-flight"
 
 
-def _lock_pair(delivery_id: int, action_id: Any = None) -> tuple[DeferredAction | None, Delivery | None]:
-    """The delivery and its action, both row-locked: the action first, as everywhere (no deadlocks).
-
-    ``action_id``, the action a task was published for, saves looking the delivery's action up (a round trip
-    per task); a delivery that is not that action's counts as missing.  Messages published without it (by an
-    earlier version) or with something that is no action id take the lookup."""
-    action_uuid = action_key(action_id)
+def _lock_pair(delivery_id: int) -> tuple[DeferredAction | None, Delivery | None]:
+    """The delivery and its action, both row-locked: the action first, as everywhere (no deadlocks)."""
+    action_uuid = Delivery.objects.filter(pk=delivery_id).values_list("action_id", flat=True).first()
     if action_uuid is None:
-        action_uuid = Delivery.objects.filter(pk=delivery_id).values_list("action_id", flat=True).first()
-        if action_uuid is None:
-            return None, None
+        return None, None
     action = lock(action_uuid)
     if action is None:
         return None, None
@@ -66,16 +62,31 @@ def _still_wanted(action: DeferredAction | None, delivery: Delivery | None, gene
             and not delivery.has_expired() and delivery.channel in app_settings.CHANNELS)
 
 
+def _lock_delivery(delivery_id: int, action_id: Any) -> Delivery | None:
+    """The delivery, row-locked, with its action read in the same query but not locked (generate's lookup).
+
+    Enough for deciding whether to make a secret: whatever ends an action or replaces the secret (confirm,
+    cancel, expire, fail, lock, resend) also updates this delivery row under its action's lock, so it either
+    waits for this transaction and then supersedes what it made, or went first and is seen here.  Holding
+    one row lock, never waiting for a second, it cannot take part in a deadlock.  ``action_id`` (the task's
+    keyword) must be the delivery's action; without it (an earlier version's message) any action will do."""
+    rows = Delivery.objects.select_related("action").filter(pk=delivery_id)
+    action_uuid = action_key(action_id)
+    if action_uuid is not None:
+        rows = rows.filter(action_id=action_uuid)
+    of = {"of": ("self",)} if connection.features.has_select_for_update_of else {}
+    return first(rows.select_for_update(**of))
+
+
 @logged_step("generate", done="generated")
 def generate(delivery_id: int, generation: int, action_id: Any = None) -> bool:
-    """Make and store the digest of a new secret, queue its sending; False if there is nothing to do.
-
-    ``action_id``: the delivery's action, if the caller knows it (the task's keyword): one query fewer."""
+    """Make and store the digest of a new secret, queue its sending; False if there is nothing to do."""
     note(delivery_id=delivery_id, generation=generation)
     with transaction.atomic():
-        action, delivery = _lock_pair(delivery_id, action_id)
-        if action is not None and delivery is not None:
-            note(action_id=action.pk, channel=delivery.channel)
+        delivery = _lock_delivery(delivery_id, action_id)
+        action = delivery.action if delivery is not None else None
+        if delivery is not None:
+            note(action_id=delivery.action_id, channel=delivery.channel)
         if not _still_wanted(action, delivery, generation, DeliveryStatus.QUEUED):
             return False
         channel = get_channel(delivery.channel)
@@ -139,26 +150,30 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
 
 def _record_sent(action: DeferredAction, delivery_id: int, generation: int, provider_ref: str,
                  sent_at: datetime) -> bool:
-    """Mark the delivery sent and its action notified, in one transaction holding the action's row lock.
+    """Mark the delivery sent and a pending action notified, in one transaction of two conditional UPDATEs.
 
-    Conditional UPDATEs instead of locking and reading the delivery: the same outcome (the row changes only if
-    it is still this generation's, waiting for its send) in two round trips fewer."""
+    The action's first, as everywhere (its row lock before the delivery's: no deadlocks); it locks the action
+    only if it is still pending, and otherwise this transaction holds one row lock and cannot deadlock either.
+    The delivery changes only if it is still this generation's and waiting for its send: the same outcome as
+    locking and reading both rows, in three round trips fewer."""
     now = timezone.now()
+    this_send = Delivery.objects.filter(pk=delivery_id, action_id=action.pk, generation=generation)
     with transaction.atomic():
-        locked = lock(action.pk)  # the action first, as everywhere (no deadlocks)
-        this_send = Delivery.objects.filter(pk=delivery_id, action_id=action.pk, generation=generation)
+        notified = move_if(action.pk, State.PENDING, State.NOTIFIED)
         marked = this_send.filter(status=DeliveryStatus.GENERATED).update(
             status=DeliveryStatus.SENT, sent_at=sent_at, provider_ref=provider_ref,
             status_detail="",  # no longer "retrying: ..."
             sending_until=None, updated_at=now)
-        if not marked:
-            # Confirmed before this line ran (the link clicked the moment it arrived): the message did go out,
-            # and the row says when.  Anything else (resent, cancelled, purged meanwhile) is left as it is.
-            return bool(this_send.filter(status=DeliveryStatus.CONFIRMED, sent_at__isnull=True).update(
-                sent_at=sent_at, provider_ref=provider_ref, sending_until=None, updated_at=now))
-        if locked is not None and locked.state == State.PENDING:
-            move(locked, State.NOTIFIED)
-    return True
+        if notified and not marked:
+            transaction.set_rollback(True)  # not this send's to move: resent, cancelled or confirmed meanwhile
+    if marked:
+        if notified:
+            moved(action, State.PENDING, State.NOTIFIED)
+        return True
+    # Confirmed before this ran (the link clicked the moment it arrived): the message did go out, and the row
+    # says when.  Anything else (resent, cancelled, purged meanwhile) is left as it is.
+    return bool(this_send.filter(status=DeliveryStatus.CONFIRMED, sent_at__isnull=True).update(
+        sent_at=sent_at, provider_ref=provider_ref, sending_until=None, updated_at=now))
 
 
 def _send(channel: Any, delivery: Delivery, action: DeferredAction, secret: str) -> str:

@@ -39,6 +39,21 @@ def move(action: DeferredAction, target: State, **fields: Any) -> None:
     for name, value in fields.items():
         setattr(action, name, value)
     action.save(update_fields=["state", "updated_at", *fields])
+    moved(action, source, target)
+
+
+def move_if(action_id: Any, source: State, target: State) -> bool:
+    """Move the action from ``source`` to ``target`` with one conditional UPDATE, if it is still in
+    ``source``; True if it was.  Takes the action's row lock only when it matches (the caller's transaction
+    keeps it), instead of a SELECT ... FOR UPDATE and a save: one round trip fewer.  The caller reports a
+    move it keeps with :func:`moved`."""
+    check_transition(source, target)
+    return bool(DeferredAction.objects.filter(pk=action_id, state=source).update(
+        state=target, updated_at=timezone.now()))
+
+
+def moved(action: DeferredAction, source: Any, target: Any) -> None:
+    """Report a state change: on the current step's line, or a line of its own outside any step."""
     current = _STEP.get()
     if current is not None:  # the step's own line reports it
         current.moved(source, target)

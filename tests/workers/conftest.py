@@ -192,6 +192,7 @@ class ScriptedSMTPHandler:
         self.stage, self.script, self.then = stage, list(script), then
         self.attempts = 0
         self.accepted: list[str] = []
+        self.peers: list[tuple] = []  # the client address and port of each accepted message's connection
         self._lock = threading.Lock()
 
     def _next_reply(self) -> str:
@@ -213,6 +214,7 @@ class ScriptedSMTPHandler:
             if not reply.startswith("250"):
                 return reply
         content = envelope.content
+        self.peers.append(tuple(session.peer))
         self.accepted.append(content.decode("utf-8", "replace") if isinstance(content, bytes) else content)
         return "250 Message accepted for delivery"
 
@@ -225,14 +227,17 @@ def free_port() -> int:
 
 @pytest.fixture
 def smtp_server(settings):
-    """``smtp_server(stage, script, then)`` starts an SMTP server on 127.0.0.1 and points Django's SMTP
-    backend at it; returns its handler."""
+    """``smtp_server(stage, script, then, idle_timeout)`` starts an SMTP server on 127.0.0.1 and points Django's
+    SMTP backend at it; returns its handler.  ``idle_timeout``: seconds after which the server drops a
+    connection that sends no command (aiosmtpd's default: 300)."""
     controllers = []
 
-    def start(stage: str = "data", script: tuple[str, ...] = (), then: str = "250 OK") -> ScriptedSMTPHandler:
+    def start(stage: str = "data", script: tuple[str, ...] = (), then: str = "250 OK",
+              idle_timeout: float | None = None) -> ScriptedSMTPHandler:
         handler = ScriptedSMTPHandler(stage, list(script), then)
         port = free_port()
-        controller = Controller(handler, hostname="127.0.0.1", port=port)
+        smtp_options = {"timeout": idle_timeout} if idle_timeout is not None else {}
+        controller = Controller(handler, hostname="127.0.0.1", port=port, **smtp_options)
         controller.start()
         controllers.append(controller)
         settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"

@@ -1,0 +1,117 @@
+"""The email channel keeps its SMTP connection open between mails (OPTIONS["KEEP_ALIVE"]) instead of a
+connect, EHLO and QUIT around every one, and never loses a mail to a connection the server has dropped.
+
+Each accepted message records the client port of its connection (``handler.peers``): one port for several
+mails is one connection reused."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from django_integration.models import Delivery
+from pipeline import tokens
+from pipeline.channels import PermanentChannelError, get_channel
+from pipeline.channels.email import EmailChannel
+from pipeline.dispatch import SEND_NOTIFICATION as SEND
+from pipeline.states import DeliveryStatus
+from tests.conftest import link_token
+from tests.workers.conftest import stage_change, wait_for
+
+
+def _mail(number: int) -> int:
+    """Send one confirmation mail for a new change, in this thread; its delivery's id."""
+    _profile, action = stage_change(f"keep-{number}-old@example.org", f"keep-{number}-new@example.org")
+    delivery = Delivery.objects.select_related("action").get(action=action)
+    get_channel("email").send(delivery=delivery, action=delivery.action, secret=tokens.make_link_token())
+    return delivery.pk
+
+
+def _email_options(confirmation_settings, settings, **options) -> None:
+    channels = dict(settings.DEFERRED_CONFIRMATION.get("CHANNELS", {"email": {}}))
+    channels["email"] = {**channels.get("email", {}), "OPTIONS": options}
+    confirmation_settings(CHANNELS=channels)
+
+
+@pytest.mark.django_db
+def test_consecutive_mails_share_one_connection(smtp_server):
+    server = smtp_server()
+    for number in range(4):
+        _mail(number)
+    assert len(server.accepted) == 4
+    assert len(set(server.peers)) == 1
+
+
+@pytest.mark.django_db
+def test_keep_alive_zero_opens_a_connection_per_mail(smtp_server, confirmation_settings, settings):
+    _email_options(confirmation_settings, settings, KEEP_ALIVE=0)
+    server = smtp_server()
+    for number in range(3):
+        _mail(number)
+    assert len(server.accepted) == 3
+    assert len(set(server.peers)) == 3
+
+
+@pytest.mark.django_db
+def test_a_connection_idle_past_keep_alive_is_replaced(smtp_server, confirmation_settings, settings):
+    _email_options(confirmation_settings, settings, KEEP_ALIVE=0.2)
+    server = smtp_server()
+    _mail(0)
+    _mail(1)  # at once: the same connection
+    time.sleep(0.4)
+    _mail(2)
+    assert len(server.accepted) == 3
+    assert server.peers[0] == server.peers[1] != server.peers[2]
+
+
+@pytest.mark.django_db
+def test_a_connection_the_server_dropped_while_idle_costs_no_mail(smtp_server):
+    """The server closes connections idle for 1 s (as real servers do, after minutes): the next mail notices
+    (NOOP) and goes out on a new connection, without an error and without a retry."""
+    server = smtp_server(idle_timeout=1.0)
+    _mail(0)
+    time.sleep(1.6)
+    _mail(1)
+    assert len(server.accepted) == 2
+    assert server.peers[0] != server.peers[1]
+
+
+@pytest.mark.django_db
+def test_a_refused_recipient_does_not_poison_the_next_mail(smtp_server):
+    server = smtp_server("rcpt", script=["550 5.1.1 No such mailbox"])
+    with pytest.raises(PermanentChannelError):
+        _mail(0)
+    _mail(1)
+    assert len(server.accepted) == 1
+    assert "keep-1-new@example.org" in server.accepted[0]
+
+
+@pytest.mark.django_db
+def test_changed_mail_settings_reach_the_next_mail(smtp_server):
+    first = smtp_server()
+    _mail(0)
+    second = smtp_server()  # a new server, EMAIL_PORT changed: the connection to the first is not reused
+    _mail(1)
+    assert len(first.accepted) == 1
+    assert len(second.accepted) == 1
+
+
+def test_keep_alive_must_be_seconds():
+    assert EmailChannel.check_options({}) == []
+    assert EmailChannel.check_options({"KEEP_ALIVE": 0}) == []
+    assert EmailChannel.check_options({"KEEP_ALIVE": 2.5}) == []
+    for wrong in (-1, "30", True, None):
+        assert EmailChannel.check_options({"KEEP_ALIVE": wrong}) == [
+            "OPTIONS['KEEP_ALIVE'] must be a number of seconds, 0 or more."]
+
+
+def test_a_worker_sends_a_stream_of_mails_over_its_kept_connections(worker, smtp_server, task_log):
+    """Through the real pipeline: each of the in-process worker's two threads keeps its own connection."""
+    server = smtp_server()
+    staged = [stage_change(f"stream-{n}-old@example.org", f"stream-{n}-new@example.org") for n in range(6)]
+    wait_for(lambda: task_log.returned(SEND).count(True) == 6, what="six mails")
+    assert len(server.accepted) == 6
+    assert len(set(server.peers)) <= 2
+    assert {Delivery.objects.get(action=action).status for _profile, action in staged} == {DeliveryStatus.SENT}
+    assert len({link_token(mail) for mail in server.accepted}) == 6
