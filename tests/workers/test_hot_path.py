@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -68,6 +69,33 @@ def test_a_link_confirmed_before_the_send_is_recorded_keeps_its_sent_at(eager, m
     profile.refresh_from_db()
     assert (profile.email, profile.nickname) == ("quick-new@example.org", "+")
     assert len(mailoutbox) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_overtaken_by_a_resend_leaves_the_action_pending(eager, mailoutbox, settings):
+    """A resend between the provider's accept and the bookkeeping: the old secret is dead, the new one not
+    sent yet, so the action must not be marked notified by the old send (its move is rolled back)."""
+    conf = settings.DEFERRED_CONFIRMATION
+    channels = conf.get("CHANNELS", {"email": {}})
+    settings.DEFERRED_CONFIRMATION = {**conf, "CHANNELS": {
+        **channels, "email": {**channels.get("email", {}), "RESEND_COOLDOWN": timedelta(0)}}}
+    resent = []
+
+    def resend_at_once(sender, instance, **kwargs):  # runs after the send, before it is recorded
+        with messages_lost():  # the new secret's tasks never run in this test
+            resent.append(bool(pipeline.resend(instance)))
+
+    signals.confirmation_required.connect(resend_at_once, weak=False, dispatch_uid="tests.hot_path.resend")
+    try:
+        _profile, action = stage_change("overtaken-old@example.org", "overtaken-new@example.org")
+    finally:
+        signals.confirmation_required.disconnect(dispatch_uid="tests.hot_path.resend")
+    assert resent == [True]
+    assert len(mailoutbox) == 1
+    delivery = Delivery.objects.get(action=action)
+    assert (delivery.status, delivery.generation, delivery.sent_at) == (DeliveryStatus.QUEUED, 1, None)  # resent once
+    assert DeferredAction.objects.get(pk=action.pk).state == State.PENDING
+    assert pipeline.confirm(link_token(mailoutbox[0].body)).status == "invalid"
 
 
 @pytest.mark.django_db(transaction=True)
