@@ -347,12 +347,17 @@ MINIMUM_DB = {
     "save": (8, "the edited row read as stored (the contract: refused if deleted, fingerprinted) + BEGIN + "
                 "serialise the recipient (advisory lock) + send-limit count + 3 INSERTs (send record, action, "
                 "delivery) + COMMIT"),
-    "generate_token": (5, "BEGIN + lock action (its id is in the message) + lock delivery + UPDATE digest + COMMIT"),
-    "send_notification": (6, "read delivery with action and user + claim (conditional UPDATE, autocommit) + BEGIN + "
-                             "UPDATE delivery WHERE generation and status match + UPDATE action WHERE still "
-                             "pending + COMMIT (conditional updates need no row locks)"),
-    "confirm": (7, "find the delivery by digest + BEGIN + lock action + lock delivery + UPDATE deliveries (this "
-                   "one confirmed, the others superseded, one statement) + UPDATE action + COMMIT"),
+    "generate_token": (2, "read the delivery's channel (its secret's kind) + one conditional UPDATE in autocommit "
+                          "whose WHERE checks generation, status and the action's state: every change that ends "
+                          "an action also updates its deliveries, so no lock is needed (the ORM way: BEGIN + the "
+                          "delivery locked with its action read + UPDATE + COMMIT = 4)"),
+    "send_notification": (2, "claim and read in one statement (PostgreSQL: WITH claimed AS (UPDATE ... RETURNING) "
+                             "SELECT ... JOIN action, user) + record in one (WITH sent AS (UPDATE delivery ... "
+                             "RETURNING action_id) UPDATE action ... WHERE state = 'pending'); the ORM has neither "
+                             "UPDATE ... RETURNING nor data-modifying CTEs: read + claim + BEGIN + 2 conditional "
+                             "UPDATEs + COMMIT = 6"),
+    "confirm": (6, "find the delivery by digest (and whether its action has others) + BEGIN + lock action + "
+                   "UPDATE the delivery WHERE its digest and status still match + UPDATE action + COMMIT"),
     "apply_action": (7, "BEGIN + lock action + lock target + the form's own validation queries (1 here) + "
                         "UPDATE target + UPDATE action + COMMIT"),
     "expire": (0.08, "per action, one batch of 50: BEGIN + UPDATE actions WHERE id IN (SELECT ... FOR UPDATE "

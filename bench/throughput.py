@@ -133,6 +133,47 @@ if os.environ.get("BENCH_PROFILE_DIR"):
         profile.enable()
 
 
+# BENCH_TASK_TIMES_DIR (set by main()): each pool process notes when each task started (wall clock) and how
+# long it ran, from task_prerun to task_postrun, and writes <dir>/<pid>.json when it exits: what the tasks
+# themselves took, apart from what Celery takes between them.
+if os.environ.get("BENCH_TASK_TIMES_DIR"):
+    import json as _json
+
+    from celery import signals as _task_signals
+
+    _running: dict[str, tuple[float, float]] = {}
+    _ran: list[tuple[str, float, float]] = []  # (task name, started at (time.time()), seconds)
+
+    @_task_signals.task_prerun.connect(weak=False)
+    def _task_started(task_id: str | None = None, **kwargs: Any) -> None:
+        _running[task_id] = (time.time(), time.perf_counter())
+
+    @_task_signals.task_postrun.connect(weak=False)
+    def _task_done(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
+        started = _running.pop(task_id, None)
+        if started is not None:
+            _ran.append((task.name, started[0], time.perf_counter() - started[1]))
+
+    def _write_task_times(**_kwargs: Any) -> None:
+        if _ran:
+            path = Path(os.environ["BENCH_TASK_TIMES_DIR"]) / f"{os.getpid()}.json"
+            path.write_text(_json.dumps(_ran))
+
+    _task_signals.worker_process_shutdown.connect(_write_task_times, weak=False)
+
+
+def task_times(directory: Path, since: float, until: float, prefix: str) -> dict[str, list[float]]:
+    """Seconds each task named ``prefix...`` ran, by name, of those started between ``since`` and ``until``."""
+    import json
+
+    found: dict[str, list[float]] = {}
+    for path in directory.glob("*.json"):
+        for name, started, seconds in json.loads(path.read_text()):
+            if name.startswith(prefix) and since <= started <= until:
+                found.setdefault(name, []).append(seconds)
+    return found
+
+
 # --- the driver --------------------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as sock:
@@ -331,7 +372,14 @@ def run_ceiling(worker: Worker, n: int, channel_queue: str, apply_queue: str) ->
     cpu, own = worker.cpu_seconds() - cpu, process_cpu([os.getpid()]) - own
     _drop_keys()
     return {"seconds": seconds, "per_second": n / seconds, "cpu_ms_per_action": cpu / n * 1000,
-            "driver_cpu_ms_per_action": own / n * 1000}
+            "driver_cpu_ms_per_action": own / n * 1000, "window": (started, started + seconds)}
+
+
+def pool_split(run: dict[str, Any], times: dict[str, list[float]], n: int) -> tuple[float, float]:
+    """ms per action of the pool's time (two processes for the run's length): (the tasks' own run time, the
+    rest: Celery receiving, handing over and acknowledging between tasks, and any idle wait)."""
+    body = sum(sum(seconds) for seconds in times.values()) / n * 1000
+    return body, 2 * run["seconds"] / n * 1000 - body
 
 
 def make_users(count: int, tag: str) -> list[Any]:
@@ -462,6 +510,7 @@ def run_ours(worker: Worker, mail: MailServer, n: int, channel_queue: str) -> di
         "without_sent_at": sum(row["sent_at"] is None for row in rows),
         "seconds": seconds, "per_second": n / seconds, "cpu_ms_per_action": cpu / n * 1000,
         "stage_ms_per_save": stage_seconds / n * 1000,
+        "window": (started.timestamp(), started.timestamp() + seconds),
         "driver_cpu_ms_per_action": others_cpu / n * 1000,  # confirming, and the mail server
         "postgres_cpu_ms_per_action": backends_cpu / n * 1000, "postgres_backends": len(postgres.seen),
         # In the burst every action waits from the moment the queue is handed back, not from its own save.
@@ -516,7 +565,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "PYTHONUNBUFFERED": "1",
            "BENCH_REDIS_URL": REDIS_URL, "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-           "EXAMPLE_VAR_DIR": str(tmp / "var"), "PYTHONPATH": str(ROOT)}
+           "EXAMPLE_VAR_DIR": str(tmp / "var"), "PYTHONPATH": str(ROOT),
+           "BENCH_TASK_TIMES_DIR": str(tmp / "task-times")}
+    (tmp / "task-times").mkdir()
     mail = MailServer(env)
     env.update({"EMAIL_BACKEND": "bench.throughput.LoopbackSMTPBackend", "BENCH_SMTP_PORT": str(mail.port)})
     worker = None
@@ -533,6 +584,10 @@ def main() -> int:
         after = run_ceiling(worker, N, channel_queue, apply_queue)
         print(f"  ceiling (after):  {after['per_second']:.0f} actions/s, {after['seconds']:.1f} s", flush=True)
         paced = run_paced(worker, mail, PACED, PACED_RATE)
+        worker.stop()  # its pool processes write their task times as they exit
+        bodies = {name: task_times(tmp / "task-times", *run["window"], prefix)
+                  for name, run, prefix in (("before", before, "bench."), ("ours", ours, "confirmation."),
+                                            ("after", after, "bench."))}
     finally:
         if worker is not None:
             worker.stop()
@@ -553,6 +608,16 @@ def main() -> int:
         "postgres": (ours["postgres_cpu_ms_per_action"], 0.0),
     }
     total = tuple(sum(values[i] for values in cpu.values()) for i in (0, 1))
+    # Pool time per action (two pool processes for the run's length) = the tasks' own run time + what Celery
+    # takes between them (receiving, handing over, acknowledging, events), as the pool processes saw it.
+    split = {name: pool_split(run, bodies[name], N) for name, run in (("before", before), ("ours", ours),
+                                                                     ("after", after))}
+    body_c = statistics.fmean([split["before"][0], split["after"][0]])
+    gap_c = statistics.fmean([split["before"][1], split["after"][1]])
+    body_o, gap_o = split["ours"]
+    task_p50 = {name.removeprefix("confirmation."): statistics.median(seconds) * 1000
+                for name, seconds in sorted(bodies["ours"].items())}
+    needed = 2 * (gap_c + body_c) - gap_o  # our bodies per action at which the ratio would be 0.5
     lat = {(kind, stage): summary_ms(run[stage]) for kind, run in (("burst", ours), ("paced", paced))
            for stage in ("sent", "applied")}
     print(f"  ratio ours/ceiling: {ratio:.3f} (target >= 0.5); vs the run before "
@@ -564,6 +629,9 @@ def main() -> int:
     for (kind, stage), summary in lat.items():
         name = "stage -> sent" if stage == "sent" else "confirm -> applied"
         print(f"  {kind:5} {name:18} p50 {summary['p50']:8.1f} ms  p99 {summary['p99']:8.1f} ms")
+    print(f"  pool time per action, ours / ceiling: task bodies {body_o:.1f} / {body_c:.1f} ms, Celery between "
+          f"tasks {gap_o:.1f} / {gap_c:.1f} ms; task p50: " + ", ".join(f"{k} {v:.1f}" for k, v in task_p50.items())
+          + f" ms; 0.5 would need our bodies at {needed:.1f} ms per action")
     missing = ours["without_sent_at"] + paced["without_sent_at"]
     if missing:
         print(f"  {missing} deliveries confirmed without a sent_at (the mail's arrival stood in)")
@@ -575,7 +643,13 @@ def main() -> int:
             "3 chained no-op tasks", "ms"),
         Row("CPU per action: worker + PostgreSQL + driver", round(total[0], 2), round(total[1], 2),
             "3 chained no-op tasks (no PostgreSQL)", "ms"),
+        Row("pool time per action: the tasks' own run time", round(body_o, 2), round(body_c, 2),
+            "3 chained no-op tasks", "ms"),
+        Row("pool time per action: Celery between tasks", round(gap_o, 2), round(gap_c, 2),
+            "3 chained no-op tasks", "ms"),
     ]
+    for name, p50 in task_p50.items():
+        rows.append(Row(f"{name} run time p50 (in the pool)", round(p50, 2), unit="ms"))
     for (kind, stage), summary in lat.items():
         name = "stage -> sent" if stage == "sent" else "confirm -> applied"
         where = f"paced, {PACED_RATE:g}/s" if kind == "paced" else f"burst of {N}"
