@@ -1,7 +1,8 @@
 """apply: write a confirmed change, exactly once, against the row as it is now (DESIGN §8).
 
-Everything happens in one transaction holding the action's row lock (and the target's): a second run,
-a duplicated task or a racing POST finds the action no longer ``confirmed`` and does nothing.  The form
+The change is written in one transaction holding the action's row lock (and the target's): a second run,
+a duplicated task or a racing POST finds the action no longer ``confirmed`` and does nothing.  A refused
+apply is rolled back whole and its failure recorded in a transaction of its own.  The form
 is rebuilt from its stored input against the current row and fully re-validated, so uniqueness lost in
 the meantime, related rows deleted, or a target edited since the request end as ``failed`` with a reason a
 person can read, and nothing is written.

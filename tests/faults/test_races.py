@@ -335,3 +335,54 @@ def test_resend_racing_confirm_has_one_winner(eager, signal_log, no_resend_coold
         assert Profile.objects.get(pk=profile.pk).nickname == "+"
     assert sum(winners.values()) == ROUNDS_RESEND
     print("resend racing confirm, winners:", dict(winners))  # figures for docs/reliability.md (pytest -s)
+
+
+# --- generate racing cancel ----------------------------------------------------------------------------
+@pytest.mark.skipif(not worker_fixtures.POSTGRES, reason="row locks: PostgreSQL")
+@pytest.mark.parametrize("generate_runs", ["between the cancel's two updates", "after the cancel's updates"])
+def test_generate_racing_cancel_never_leaves_a_secret_to_send(generate_runs):
+    """generate locks the delivery only and reads its action unlocked: a cancel holding the action's lock
+    either has not reached the delivery yet (generate makes a secret, the cancel then supersedes it) or has
+    (generate waits for the cancel and makes nothing).  Either way nothing is left for the send task."""
+    with worker_fixtures.messages_lost():
+        _profile, action = stage_change(f"gc-{len(generate_runs)}-old@example.org",
+                                        f"gc-{len(generate_runs)}-new@example.org")
+        delivery = Delivery.objects.get(action=action)
+        early = generate_runs.startswith("between")
+        moved, generated = threading.Event(), threading.Event()
+
+        def cancel_in_two_steps():  # what lifecycle.cancel() does, with a pause where the race matters
+            from django.db import transaction
+
+            from pipeline.lifecycle.transitions import close_deliveries, lock, move
+
+            with transaction.atomic():
+                locked = lock(action.pk)
+                move(locked, State.CANCELLED)
+                if early:
+                    moved.set()
+                    assert generated.wait(10)
+                close_deliveries(locked)
+                if not early:
+                    moved.set()
+                    time.sleep(0.3)  # generate is waiting for the delivery's row lock meanwhile
+
+        def generate():
+            assert moved.wait(10)
+            try:
+                return lifecycle.generate(delivery.pk, delivery.generation, action_id=action.pk)
+            finally:
+                generated.set()
+
+        _cancelled, made_a_secret = _threads([cancel_in_two_steps, generate])
+    assert made_a_secret is early
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.SUPERSEDED
+    assert DeferredAction.objects.get(pk=action.pk).state == State.CANCELLED
+    # The send task, had its message not been lost, finds nothing to send.
+    from pipeline import crypto
+    from pipeline.lifecycle.delivery import SECRET_PURPOSE
+
+    sealed = crypto.seal(SECRET_PURPOSE, "a" * 43)
+    assert lifecycle.deliver(delivery.pk, delivery.generation, sealed) is False
+    assert Delivery.objects.get(pk=delivery.pk).sent_at is None

@@ -3,6 +3,7 @@ a log of the public signals, and helpers to stage a change and to wait (always w
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -187,9 +188,11 @@ class ScriptedSMTPHandler:
     """aiosmtpd handler answering each message attempt from ``script`` at ``stage`` ("rcpt" or "data"), then
     with ``then``; a reply starting with 250 accepts.  Accepted messages are kept, as text, in ``accepted``."""
 
-    def __init__(self, stage: str, script: list[str], then: str):
+    def __init__(self, stage: str, script: list[str], then: str, close_after_message: bool = False):
         assert stage in ("rcpt", "data")
         self.stage, self.script, self.then = stage, list(script), then
+        self.close_after_message = close_after_message
+        self.sessions: set[tuple] = set()  # the client address and port of every connection that sent a mail
         self.attempts = 0
         self.accepted: list[str] = []
         self.peers: list[tuple] = []  # the client address and port of each accepted message's connection
@@ -201,6 +204,7 @@ class ScriptedSMTPHandler:
             return self.script.pop(0) if self.script else self.then
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.sessions.add(tuple(session.peer))
         if self.stage == "rcpt":
             reply = self._next_reply()
             if not reply.startswith("250"):
@@ -216,6 +220,8 @@ class ScriptedSMTPHandler:
         content = envelope.content
         self.peers.append(tuple(session.peer))
         self.accepted.append(content.decode("utf-8", "replace") if isinstance(content, bytes) else content)
+        if self.close_after_message:  # a server's per-connection message limit: gone right after the reply
+            asyncio.get_running_loop().call_soon(server.transport.close)  # after the reply is written
         return "250 Message accepted for delivery"
 
 
@@ -227,14 +233,15 @@ def free_port() -> int:
 
 @pytest.fixture
 def smtp_server(settings):
-    """``smtp_server(stage, script, then, idle_timeout)`` starts an SMTP server on 127.0.0.1 and points Django's
-    SMTP backend at it; returns its handler.  ``idle_timeout``: seconds after which the server drops a
-    connection that sends no command (aiosmtpd's default: 300)."""
+    """``smtp_server(stage, script, then, idle_timeout, close_after_message)`` starts an SMTP server on 127.0.0.1
+    and points Django's SMTP backend at it; returns its handler.  ``idle_timeout``: seconds after which the
+    server drops a connection that sends no command (aiosmtpd's default: 300); ``close_after_message``: it
+    closes each connection right after accepting a message."""
     controllers = []
 
     def start(stage: str = "data", script: tuple[str, ...] = (), then: str = "250 OK",
-              idle_timeout: float | None = None) -> ScriptedSMTPHandler:
-        handler = ScriptedSMTPHandler(stage, list(script), then)
+              idle_timeout: float | None = None, close_after_message: bool = False) -> ScriptedSMTPHandler:
+        handler = ScriptedSMTPHandler(stage, list(script), then, close_after_message)
         port = free_port()
         smtp_options = {"timeout": idle_timeout} if idle_timeout is not None else {}
         controller = Controller(handler, hostname="127.0.0.1", port=port, **smtp_options)

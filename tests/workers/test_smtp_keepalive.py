@@ -6,13 +6,15 @@ mails is one connection reused."""
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 
 import pytest
 
 from django_integration.models import Delivery
 from pipeline import tokens
-from pipeline.channels import PermanentChannelError, get_channel
+from pipeline.channels import PermanentChannelError, get_channel, mailconn
 from pipeline.channels.email import EmailChannel
 from pipeline.dispatch import SEND_NOTIFICATION as SEND
 from pipeline.states import DeliveryStatus
@@ -20,12 +22,19 @@ from tests.conftest import link_token
 from tests.workers.conftest import stage_change, wait_for
 
 
-def _mail(number: int) -> int:
-    """Send one confirmation mail for a new change, in this thread; its delivery's id."""
+def _staged(number: int) -> Delivery:
+    """A new change's delivery, with what its mail shows (the action, its user) already read."""
     _profile, action = stage_change(f"keep-{number}-old@example.org", f"keep-{number}-new@example.org")
-    delivery = Delivery.objects.select_related("action").get(action=action)
+    return Delivery.objects.select_related("action", "action__user").get(action=action)
+
+
+def _send(delivery: Delivery) -> None:
     get_channel("email").send(delivery=delivery, action=delivery.action, secret=tokens.make_link_token())
-    return delivery.pk
+
+
+def _mail(number: int) -> None:
+    """Send one confirmation mail for a new change, in this thread."""
+    _send(_staged(number))
 
 
 def _email_options(confirmation_settings, settings, **options) -> None:
@@ -35,22 +44,18 @@ def _email_options(confirmation_settings, settings, **options) -> None:
 
 
 @pytest.mark.django_db
-def test_consecutive_mails_share_one_connection(smtp_server):
+@pytest.mark.parametrize(("options", "connections"), [
+    ({}, 1),  # the default: one connection for the stream
+    ({"KEEP_ALIVE": 0}, 4),  # Django's own way: one per mail
+])
+def test_consecutive_mails_share_one_connection_unless_keep_alive_is_0(smtp_server, confirmation_settings, settings,
+                                                                       options, connections):
+    _email_options(confirmation_settings, settings, **options)
     server = smtp_server()
     for number in range(4):
         _mail(number)
     assert len(server.accepted) == 4
-    assert len(set(server.peers)) == 1
-
-
-@pytest.mark.django_db
-def test_keep_alive_zero_opens_a_connection_per_mail(smtp_server, confirmation_settings, settings):
-    _email_options(confirmation_settings, settings, KEEP_ALIVE=0)
-    server = smtp_server()
-    for number in range(3):
-        _mail(number)
-    assert len(server.accepted) == 3
-    assert len(set(server.peers)) == 3
+    assert len(set(server.peers)) == connections
 
 
 @pytest.mark.django_db
@@ -78,6 +83,32 @@ def test_a_connection_the_server_dropped_while_idle_costs_no_mail(smtp_server):
 
 
 @pytest.mark.django_db
+def test_a_server_that_closes_after_each_message_costs_no_mail(smtp_server):
+    """Servers limit messages per connection; this one closes right after accepting each: the next mail, sent
+    at once, finds the kept connection dead (NOOP) and goes out on a new one, without an error."""
+    server = smtp_server(close_after_message=True)
+    for number in range(3):
+        _mail(number)
+    assert len(server.accepted) == 3
+    assert len(set(server.peers)) == 3
+
+
+@pytest.mark.django_db
+def test_an_error_closes_the_connection_it_happened_on(smtp_server):
+    """After a refusal the next mail starts on a new connection (smtplib would have reset the old one, but a
+    connection that just failed is not trusted with the next mail)."""
+    server = smtp_server("data", script=["554 5.7.1 Message rejected"])
+    with pytest.raises(PermanentChannelError):
+        _mail(0)
+    _mail(1)
+    _mail(2)
+    assert len(server.accepted) == 2
+    assert server.attempts == 3
+    assert server.peers[0] == server.peers[1]
+    assert len(server.sessions) == 2  # the refused mail's connection, then one for the two accepted
+
+
+@pytest.mark.django_db
 def test_a_refused_recipient_does_not_poison_the_next_mail(smtp_server):
     server = smtp_server("rcpt", script=["550 5.1.1 No such mailbox"])
     with pytest.raises(PermanentChannelError):
@@ -95,6 +126,29 @@ def test_changed_mail_settings_reach_the_next_mail(smtp_server):
     _mail(1)
     assert len(first.accepted) == 1
     assert len(second.accepted) == 1
+
+
+@pytest.mark.django_db
+def test_connections_of_a_thread_that_ended_are_not_kept(smtp_server):
+    """A thread that sent (a web request sending eagerly, a greenlet) takes its connection with it."""
+    server = smtp_server()
+    threads = [threading.Thread(target=_send, args=(_staged(number),)) for number in range(3)]
+    for thread in threads:
+        thread.start()
+        thread.join()
+    gc.collect()
+    assert len(server.accepted) == 3
+    assert len(mailconn._idle) == 0
+
+
+@pytest.mark.django_db
+def test_backends_without_a_connection_are_not_kept(settings, tmp_path):
+    """The file backend writes one file per backend instance: still one file per mail."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    settings.EMAIL_FILE_PATH = str(tmp_path)
+    for number in range(3):
+        _mail(number)
+    assert len(list(tmp_path.iterdir())) == 3
 
 
 def test_keep_alive_must_be_seconds():
