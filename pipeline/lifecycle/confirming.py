@@ -10,7 +10,6 @@ from functools import partial
 from typing import Any
 
 from django.db import OperationalError, connection, transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from django_integration.models import DeferredAction, Delivery
@@ -90,21 +89,18 @@ def _confirm_link(token: Any) -> ConfirmResult:
     if not tokens.is_well_formed_link_token(token):
         return INVALID
     # Only the ids: the rows are read again under their locks (the action, with its stored form, only once).
-    # And whether the action has other deliveries (made when it was staged, never later): if not, none is
-    # left to close when it is confirmed, and that UPDATE (a round trip) is skipped.
-    others = Delivery.objects.filter(action_id=OuterRef("action_id")).exclude(pk=OuterRef("pk"))
     found = (Delivery.objects.filter(secret_digest__in=tokens.link_digests(token)).order_by()
-             .annotate(others=Exists(others)).values_list("pk", "action_id", "others")[:1])
+             .values_list("pk", "action_id")[:1])
     if not found:
         return INVALID
-    [(delivery_id, action_id, has_others)] = found
+    [(delivery_id, action_id)] = found
     with transaction.atomic():
         action = lock(action_id)
         delivery = first(Delivery.objects.select_for_update().filter(pk=delivery_id))
         channel = configured_channel(delivery.channel) if delivery is not None else None
         if action is None or channel is None or not channel.matches(delivery, token):
             return INVALID  # resent or purged between the lookup and the lock, or its channel removed
-        return _accept_or_refuse(action, delivery, has_others)
+        return _accept_or_refuse(action, delivery)
 
 
 LIVE = (DeliveryStatus.GENERATED, DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
@@ -167,7 +163,7 @@ def _refusal(action: DeferredAction, delivery: Delivery | None, now=None) -> Con
     return None
 
 
-def _accept_or_refuse(action: DeferredAction, delivery: Delivery, has_others: bool = True) -> ConfirmResult:
+def _accept_or_refuse(action: DeferredAction, delivery: Delivery) -> ConfirmResult:
     note(channel=delivery.channel)
     now = timezone.now()
     refusal = _refusal(action, delivery, now)
@@ -178,12 +174,11 @@ def _accept_or_refuse(action: DeferredAction, delivery: Delivery, has_others: bo
     delivery.status = DeliveryStatus.CONFIRMED
     delivery.confirmed_at = now
     delivery.save(update_fields=["status", "confirmed_at", "updated_at"])
-    waiting = has_others and action.channel_policy == "all" and action.deliveries.exclude(
+    waiting = action.channel_policy == "all" and action.deliveries.exclude(
         status=DeliveryStatus.CONFIRMED).exclude(pk=delivery.pk).exists()
     if not waiting:
         move(action, State.CONFIRMED, confirmed_at=now)
-        if has_others:
-            close_deliveries(action)
+        close_deliveries(action)
         dispatch.enqueue(dispatch.APPLY_ACTION, str(action.pk), queue=app_settings.APPLY_QUEUE,
                          action_id=action.pk)
     return ConfirmResult(ConfirmStatus.CONFIRMED, action)
