@@ -52,7 +52,6 @@ _idle: weakref.WeakSet = weakref.WeakSet()  # kept connections not in use, for c
 
 class _Kept(threading.local):
     def __init__(self) -> None:
-        self.pid = os.getpid()
         self.generation = _generation
         self.by_backend: dict[str | None, tuple[Any, float]] = {}
 
@@ -76,9 +75,8 @@ def kept_open(backend: str | None, keep_alive: float = DEFAULT_KEEP_ALIVE) -> It
         _close(connection)
         raise
     with _lock:
-        if keep and generation == _generation and _local.pid == os.getpid():
+        if keep and generation == _generation:
             _local.by_backend[backend] = (connection, time.monotonic())
-            connection._opened_by_pid = os.getpid()  # close_all() in a forked child leaves it alone
             _idle.add(connection)
             return
     _close(connection)  # not to be kept, or settings changed while it was in use
@@ -87,11 +85,9 @@ def kept_open(backend: str | None, keep_alive: float = DEFAULT_KEEP_ALIVE) -> It
 def _take(backend: str | None, keep_alive: float) -> tuple[Any, int]:
     """A kept connection that still works, or a new one; and the settings' generation it belongs to."""
     with _lock:
-        if _local.pid != os.getpid() or _local.generation != _generation:
-            # Forked (the parent's sockets are not this process's to use, nor to close) or settings changed
-            # (close_all() closed the idle ones): forget them.
+        if _local.generation != _generation:  # settings changed: close_all() closed the idle ones
             _local.by_backend = {}
-            _local.pid, _local.generation = os.getpid(), _generation
+            _local.generation = _generation
         generation = _generation
         entry = _local.by_backend.pop(backend, None)
         if entry is not None:
@@ -136,7 +132,7 @@ def close_all() -> None:
     global _generation
     with _lock:
         _generation += 1
-        idle = [c for c in _idle if getattr(c, "_opened_by_pid", os.getpid()) == os.getpid()]
+        idle = list(_idle)
         _idle.clear()
     for connection in idle:
         with contextlib.suppress(Exception):
@@ -149,4 +145,14 @@ def _on_setting_changed(**kwargs: Any) -> None:
     close_all()
 
 
+def _forget_the_parents() -> None:
+    """In a forked child (a prefork pool process): the parent's sockets are not this process's to use, nor
+    to close, and a lock another of its threads held at the fork would never be released here."""
+    global _lock, _idle
+    _lock = threading.Lock()
+    _idle = weakref.WeakSet()
+    _local.by_backend = {}  # the forking thread's, the only thread a child has
+
+
 setting_changed.connect(_on_setting_changed, dispatch_uid="deferred_confirmation.mailconn")
+os.register_at_fork(after_in_child=_forget_the_parents)

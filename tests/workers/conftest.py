@@ -192,7 +192,7 @@ class ScriptedSMTPHandler:
         assert stage in ("rcpt", "data")
         self.stage, self.script, self.then = stage, list(script), then
         self.close_after_message = close_after_message
-        self.sessions: set[tuple] = set()  # the client address and port of every connection that sent a mail
+        self.sessions: set[tuple] = set()  # the client address and port of every connection that reached RCPT
         self.attempts = 0
         self.accepted: list[str] = []
         self.peers: list[tuple] = []  # the client address and port of each accepted message's connection

@@ -7,6 +7,7 @@ mails is one connection reused."""
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 
@@ -139,6 +140,24 @@ def test_connections_of_a_thread_that_ended_are_not_kept(smtp_server):
     gc.collect()
     assert len(server.accepted) == 3
     assert len(mailconn._idle) == 0
+
+
+@pytest.mark.django_db
+def test_a_forked_child_neither_uses_nor_closes_the_parents_connection(smtp_server):
+    """A prefork pool forks the worker: the child starts with no kept connection, and closing its own (a
+    settings change) must not send QUIT down the parent's socket."""
+    server = smtp_server()
+    _mail(0)
+    child = os.fork()
+    if child == 0:  # the child: no database, no pytest, just the check
+        inherited = bool(mailconn._local.by_backend) or len(mailconn._idle) > 0
+        mailconn.close_all()
+        os._exit(1 if inherited else 0)
+    _pid, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    _mail(1)
+    assert len(server.accepted) == 2
+    assert server.peers[0] == server.peers[1]
 
 
 @pytest.mark.django_db
