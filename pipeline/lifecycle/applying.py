@@ -15,14 +15,14 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from django_integration.signals import change_confirmed
 from pipeline import formdata
 from pipeline.channels.base import redact_contacts
-from pipeline.lifecycle.transitions import fail, first, lock, logged_step, move, note, signal_on_commit
+from pipeline.lifecycle.transitions import fail, first_locked, lock, logged_step, move, note, signal_on_commit
 from pipeline.states import State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
@@ -69,10 +69,7 @@ def _write(action: Any) -> Any:
     model = form_class._meta.model
     instance = None
     if action.object_pk is not None:
-        rows = model._default_manager.filter(pk=action.object_pk)
-        # of=self: a default manager that joins a nullable relation cannot lock the outer join's side.
-        of = {"of": ("self",)} if connection.features.has_select_for_update_of else {}
-        instance = first(rows.select_for_update(**of))
+        instance = first_locked(model._default_manager.filter(pk=action.object_pk))
         if instance is None:
             raise ApplyRefused(f"The {model._meta.verbose_name} this change was for no longer exists.")
         if not getattr(form_class, "allow_stale", False) and action.target_fingerprint and (

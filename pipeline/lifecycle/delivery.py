@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -29,6 +29,7 @@ from pipeline.lifecycle.transitions import (
     close_deliveries,
     fail,
     first,
+    first_locked,
     lock,
     logged_step,
     move,
@@ -74,8 +75,7 @@ def _lock_delivery(delivery_id: int, action_id: Any) -> Delivery | None:
     action_uuid = action_key(action_id)
     if action_uuid is not None:
         rows = rows.filter(action_id=action_uuid)
-    of = {"of": ("self",)} if connection.features.has_select_for_update_of else {}
-    return first(rows.select_for_update(**of))
+    return first_locked(rows)
 
 
 @logged_step("generate", done="generated")

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
@@ -92,6 +92,14 @@ def signal_on_commit(signal: Signal, action: DeferredAction, **kwargs: Any) -> N
 def lock(action_id: Any) -> DeferredAction | None:
     """The action, row-locked until the surrounding transaction ends, or None."""
     return first(DeferredAction.objects.select_for_update().filter(pk=action_id))
+
+
+def first_locked(queryset: QuerySet) -> Any:
+    """The one row of a key lookup, row-locked until the surrounding transaction ends, or None.  Only this
+    table's row (``FOR UPDATE OF`` it, where the database can say so): a lookup that joins (``select_related``,
+    a default manager's nullable relation) neither locks the joined rows nor fails on an outer join's side."""
+    of = {"of": ("self",)} if connection.features.has_select_for_update_of else {}
+    return first(queryset.select_for_update(**of))
 
 
 def action_key(value: Any) -> uuid.UUID | None:
