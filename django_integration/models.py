@@ -44,6 +44,15 @@ class DeferredAction(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     valid_until = models.DateTimeField()
+    # The valid_until given to save(), if any: no resend or redrive moves the action's expiry past it.
+    deadline = models.DateTimeField(null=True, blank=True,
+                                    help_text="The latest expiry the caller allowed (valid_until given to save()).")
+    redrives = models.PositiveIntegerField(
+        default=0, help_text="Times the outbox sweep re-queued this action; past MAX_REDRIVES it fails.")
+    # A create confirmed from a browser session other than the one that saved it (a sign-up takeover):
+    # sealed password fields are not applied; the account gets an unusable password.
+    confirmed_elsewhere = models.BooleanField(
+        default=False, help_text="Confirmed from another browser session: sealed passwords are not applied.")
     confirmed_at = models.DateTimeField(null=True, blank=True)
     applied_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.TextField(blank=True, default="")
@@ -87,8 +96,11 @@ class DeferredAction(models.Model):
 class Delivery(models.Model):
     action = models.ForeignKey(DeferredAction, on_delete=models.CASCADE, related_name="deliveries")
     channel = models.CharField(max_length=32)
-    # An address, a phone number (E.164), or for letters and bank accounts a JSON object; PII, purged.
+    # An address, a phone number (E.164), or for letters and bank accounts a JSON object; PII, purged.  For a
+    # sensitive recipient (a bank account) only a masked form (last 4) is kept here, the value in recipient_sealed.
     recipient = models.TextField()
+    recipient_sealed = models.TextField(
+        blank=True, default="", help_text="A sensitive recipient, sealed (pipeline.crypto); empty otherwise.")
     secret_digest = models.CharField(max_length=64, blank=True, default="", db_index=True)
     generation = models.PositiveIntegerField(default=0, help_text="Bumped by resend: older secrets die.")
     attempts = models.PositiveIntegerField(default=0, help_text="Wrong secrets entered.")
@@ -159,7 +171,8 @@ class Payout(models.Model):
 
     delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="payouts")
     idempotency_key = models.CharField(max_length=100, unique=True)
-    account = models.TextField(help_text="Bank account as JSON (PII).")
+    account = models.TextField(help_text="Bank account as JSON, account numbers masked (last 4).")
+    account_sealed = models.TextField(blank=True, default="", help_text="The bank account as JSON, sealed.")
     amounts_sealed = models.TextField()
     currency = models.CharField(max_length=3, default="USD")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.INITIATED)

@@ -64,6 +64,17 @@ DEFAULTS: dict[str, Any] = {
     "FAILED_ATTEMPTS_LIMIT": 20,
     "FAILED_ATTEMPTS_WINDOW": timedelta(minutes=15),
     "THROTTLE_CACHE": "default",  # Django cache alias holding those counters (shared by all web processes)
+    # Which address is the client's (throttles, per-client send limits), as allauth decides it: with N trusted
+    # proxies in front of the site, the Nth address from the right of X-Forwarded-For; or the value of one header
+    # your proxy sets and clients cannot (e.g. "X-Real-IP").  Default: REMOTE_ADDR.  IPv6 clients count per /64.
+    "TRUSTED_PROXY_COUNT": 0,
+    "TRUSTED_CLIENT_IP_HEADER": None,
+    # Times the outbox sweep (redrive) re-queues one action before it ends failed.
+    "MAX_REDRIVES": 3,
+    # Secrets one client (address) or one signed-in user may have sent, across all recipients, per
+    # SEND_WINDOW_PER_CLIENT, counted at save() and resend: SMS pumping and mail bombing.  None: unlimited.
+    "SEND_LIMIT_PER_CLIENT": 10,
+    "SEND_WINDOW_PER_CLIENT": timedelta(hours=1),
     "PHONE_REGION": None,  # region for phone numbers typed without +country code, e.g. "US"; None: require +
 }
 

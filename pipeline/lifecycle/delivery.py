@@ -249,7 +249,8 @@ class ResendResult:
 
 
 @logged_step("resend", done="resent", skipped="refused")
-def resend(action: DeferredAction, channel: str | None = None) -> ResendResult:
+def resend(action: DeferredAction, channel: str | None = None, *, client: str | None = None,
+           user: Any = None) -> ResendResult:
     """Send fresh secrets for an open action; the old ones stop working at once.
 
     Refused (nothing changes, the old secret still works) within a channel's RESEND_COOLDOWN or past its

@@ -72,7 +72,7 @@ def recipients_for(form: Any, names: list[str]) -> dict[str, str]:
 
 @logged_step("stage", done="staged")
 def stage(form: Any, *, user: Any = None, description: str | None = None, valid_until: datetime | None = None,
-          channels: list[str] | None = None) -> DeferredAction:
+          channels: list[str] | None = None, client: str | None = None) -> DeferredAction:
     """Store ``form`` (valid, bound) as a pending action; deliveries are enqueued when the caller commits.
 
     Raises :class:`pipeline.limits.SendLimitExceeded` if a recipient was sent too many secrets recently
