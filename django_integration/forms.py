@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib.auth import get_user_model
+from django.http import HttpRequest
 
+from django_integration import ownership
+from django_integration.clients import client_address
 from pipeline import limits
 from pipeline.lifecycle import stage
 from pipeline.lifecycle.staging import form_route, recipients_for
@@ -74,8 +77,14 @@ class DeferredForm(forms.ModelForm):
         return None
 
     def save(self, user: Any = None, description: str | None = None, valid_until: datetime | None = None,
-             channels: list[str] | None = None, commit: bool = True) -> DeferredAction:
-        """Store the change for confirmation; returns the DeferredAction (the model row is NOT changed)."""
+             channels: list[str] | None = None, commit: bool = True, *, request: HttpRequest | None = None
+             ) -> DeferredAction:
+        """Store the change for confirmation; returns the DeferredAction (the model row is NOT changed).
+
+        Pass ``request`` from a view: its signed-in user becomes ``user`` (unless given), its session may then
+        open the action's pages (an anonymous sign-up's too), and its client address counts against
+        ``SEND_LIMIT_PER_CLIENT``.  Raises :class:`pipeline.limits.SendLimitExceeded` (a ``ValueError``),
+        after adding its message to the form's errors, when a send limit stands in the way."""
         if not commit or isinstance(user, bool):  # save(False), Django's positional idiom, means commit=False
             raise ValueError(f"{type(self).__name__}.save(commit=False) is not supported: a deferred change is "
                              "stored, not returned unsaved. Call save() and use the returned DeferredAction.")
@@ -87,7 +96,19 @@ class DeferredForm(forms.ModelForm):
         if any(self.files.getlist(k) if hasattr(self.files, "getlist") else self.files[k] for k in self.files):
             raise ValueError(f"{type(self).__name__}: file uploads cannot be deferred; save the file first and "
                              "submit a reference to it.")
-        return stage(self, user=user, description=description, valid_until=valid_until, channels=channels)
+        client = None
+        if request is not None:
+            if user is None and getattr(request, "user", None) is not None and request.user.is_authenticated:
+                user = request.user
+            client = client_address(request)
+        try:
+            action = stage(self, user=user, description=description, valid_until=valid_until, channels=channels,
+                           client=client)
+        except limits.SendLimitExceeded as exc:
+            self.add_error(None, exc.refusal.message)
+            raise
+        ownership.remember_saved(request, action)
+        return action
 
     # --- used at confirmation time, in the worker ---------------------------------------------------
     @classmethod

@@ -1,0 +1,61 @@
+"""Who may open an action's pages: the action's id alone grants nothing.
+
+Threat answered: the action's UUID travels in SMS texts, letters and mail headers, and turns up in logs and
+browser histories.  Whoever holds it must not be able to lock the action with wrong codes, burn the
+recipient's send allowance with resends, read its description, or cancel it.  A request belongs to an
+action when the signed-in user is the action's ``user``; or this browser session saved it (an anonymous
+sign-up, say); or this session confirmed it (the link's POST, the right code).  Everyone else gets the
+same 404 as for an id that does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+
+#: Session keys: ids of the actions this session saved, and of those it confirmed (newest last).
+SAVED_KEY = "deferred_confirmation.saved"
+CONFIRMED_KEY = "deferred_confirmation.confirmed"
+#: How many ids a session keeps per key; the oldest are forgotten first.
+KEPT = 50
+
+
+def _session(request: HttpRequest | None) -> Any:
+    return getattr(request, "session", None)
+
+
+def _remember(request: HttpRequest | None, key: str, action: Any) -> None:
+    session = _session(request)
+    if session is None:
+        return
+    ids = [i for i in session.get(key, []) if i != str(action.pk)]
+    session[key] = [*ids, str(action.pk)][-KEPT:]
+
+
+def remember_saved(request: HttpRequest | None, action: Any) -> None:
+    """This session saved ``action`` (``DeferredForm.save(request=...)`` calls it)."""
+    _remember(request, SAVED_KEY, action)
+
+
+def remember_confirmed(request: HttpRequest | None, action: Any) -> None:
+    """This session confirmed ``action``: it may follow it on the status page."""
+    _remember(request, CONFIRMED_KEY, action)
+
+
+def saved_ids(request: HttpRequest | None) -> frozenset[str]:
+    """Ids of the actions this browser session saved."""
+    session = _session(request)
+    return frozenset(session.get(SAVED_KEY, [])) if session is not None else frozenset()
+
+
+def may_access(request: HttpRequest, action: Any) -> bool:
+    """True if ``request`` belongs to ``action`` (see the module's docstring)."""
+    user = getattr(request, "user", None)
+    if action.user_id is not None and user is not None and user.is_authenticated and user.pk == action.user_id:
+        return True
+    session = _session(request)
+    if session is None:
+        return False
+    key = str(action.pk)
+    return key in session.get(SAVED_KEY, []) or key in session.get(CONFIRMED_KEY, [])
