@@ -67,7 +67,12 @@ def throttled(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def count_failure(request: HttpRequest, result: ConfirmResult) -> None:
-    """Wrong secrets count against the client across all actions (a locked action's too)."""
-    if result.status in (ConfirmStatus.INVALID, ConfirmStatus.LOCKED):
-        throttle.record_failure(request)
+#: Outcomes of a POSTed secret that count against the client: a wrong secret (a locked action's too).
+FAILURES = (ConfirmStatus.INVALID, ConfirmStatus.LOCKED)
+
+
+def settle_attempt(request: HttpRequest, result: ConfirmResult | None) -> None:
+    """After :func:`throttle.reserve`: keep the attempt counted only if it was a wrong secret (``result`` None:
+    input that could not be a secret, which costs nothing)."""
+    if result is None or result.status not in FAILURES:
+        throttle.release(request)

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods
 
 from django_integration import throttle
 from django_integration.models import DeferredAction
-from django_integration.views.common import count_failure, private, refused, throttled
+from django_integration.views.common import private, refused, settle_attempt, throttled
 from pipeline import amounts
 from pipeline.lifecycle import ConfirmResult, ConfirmStatus, confirm
 
@@ -74,14 +74,14 @@ def _entry(request: HttpRequest, action_id: Any, form_class: type[forms.Form], t
         if not action.is_open:
             return redirect("confirmation:status", action_id=action.pk)
         return render(request, template, {"action": action, "form": form_class()})
-    if throttle.is_blocked(request):
+    if not throttle.reserve(request):
         return throttled(request)
     form = form_class(request.POST)
-    if form.is_valid():
-        result = confirm(form.secret(), action=action.pk)
+    result = confirm(form.secret(), action=action.pk) if form.is_valid() else None
+    settle_attempt(request, result)
+    if result is not None:
         if result.ok:
             return redirect("confirmation:status", action_id=action.pk)
-        count_failure(request, result)
         if result.status != ConfirmStatus.INVALID or not (result.action and result.action.is_open):
             return refused(request, result)
         form.add_error(None, form.wrong)

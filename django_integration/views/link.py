@@ -9,7 +9,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from django_integration import throttle
-from django_integration.views.common import count_failure, private, refused, throttled
+from django_integration.views.common import private, refused, settle_attempt, throttled
 from pipeline.lifecycle import confirm, peek_link
 
 
@@ -17,12 +17,15 @@ from pipeline.lifecycle import confirm, peek_link
 @csrf_protect
 @require_http_methods(["GET", "HEAD", "POST"])
 def link(request: HttpRequest, token: str) -> HttpResponse:
-    if throttle.is_blocked(request):
+    if request.method != "POST":  # a GET shows, never confirms, and never counts as a failure
+        result = peek_link(token)
+        if not result.ok:
+            return refused(request, result)
+        return render(request, "confirmation/link.html", {"action": result.action})
+    if not throttle.reserve(request):
         return throttled(request)
-    result = confirm(token) if request.method == "POST" else peek_link(token)
+    result = confirm(token)
+    settle_attempt(request, result)
     if not result.ok:
-        count_failure(request, result)
         return refused(request, result)
-    if request.method == "POST":
-        return redirect("confirmation:status", action_id=result.action.pk)
-    return render(request, "confirmation/link.html", {"action": result.action})
+    return redirect("confirmation:status", action_id=result.action.pk)
