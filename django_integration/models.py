@@ -13,6 +13,9 @@ from django.utils import timezone
 
 from pipeline.states import OPEN, TERMINAL, DeliveryStatus, State
 
+#: pipeline.crypto purpose of sealed recipients (Delivery.recipient_sealed) and payout accounts.
+RECIPIENT_PURPOSE = "recipient"
+
 
 class DeferredActionQuerySet(models.QuerySet):
     def open(self) -> DeferredActionQuerySet:
@@ -129,6 +132,15 @@ class Delivery(models.Model):
     @property
     def masked_recipient(self) -> str:
         return mask_recipient(self.recipient)
+
+    @property
+    def recipient_value(self) -> str:
+        """The full recipient, for the sender and the send limits: the sealed copy opened, if there is one."""
+        if not self.recipient_sealed:
+            return self.recipient
+        from pipeline import crypto
+
+        return crypto.open_sealed(RECIPIENT_PURPOSE, self.recipient_sealed)
 
     @property
     def idempotency_key(self) -> str:

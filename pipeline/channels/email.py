@@ -66,7 +66,7 @@ class EmailChannel(BaseChannel):
             subject=subject,
             body=render_to_string(TEMPLATES["text"], context),
             from_email=self.options.get("FROM_EMAIL") or app_settings.from_email,
-            to=[delivery.recipient],
+            to=[delivery.recipient_value],
             headers={"X-Deferred-Action": str(action.pk), "Message-ID": message_id},
         )
         message.attach_alternative(render_to_string(TEMPLATES["html"], context), "text/html")

@@ -81,7 +81,7 @@ def code_url(action: DeferredAction) -> str:
 def recipient_address(delivery: Delivery) -> dict[str, str]:
     """The postal address stored on the delivery (JSON, written by DeferredForm.save)."""
     try:
-        address = json.loads(delivery.recipient)
+        address = json.loads(delivery.recipient_value)
     except (TypeError, ValueError):
         address = None
     if not isinstance(address, dict) or not address.get("line1") or not address.get("country"):

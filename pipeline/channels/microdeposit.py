@@ -78,7 +78,7 @@ class LedgerChannel(BaseChannel):
         pair = parse_pair(secret)
         if pair is None:
             raise PermanentChannelError("the secret is not a pair of micro-deposit amounts", code="bad-secret")
-        account = bank_account(delivery.recipient)
+        account = bank_account(delivery.recipient_value)
         # The same idempotency key for every try of this generation: a retry never pays twice.
         return self.payout_backend().initiate(account, pair, delivery.idempotency_key, delivery=delivery)
 

@@ -247,7 +247,7 @@ class TwilioSMSChannel(BaseChannel):
         if validity <= 0:
             raise PermanentChannelError("the code expired before it could be sent", code="expired")
         body = self.body(delivery=delivery, action=action, secret=secret)
-        params: dict[str, Any] = {"to": delivery.recipient, "body": body, "validity_period": validity}
+        params: dict[str, Any] = {"to": delivery.recipient_value, "body": body, "validity_period": validity}
         callback = status_callback_url()
         if callback:
             params["status_callback"] = callback
@@ -280,9 +280,10 @@ class TwilioSMSChannel(BaseChannel):
         since = self._generation_started(delivery) - timedelta(minutes=15)  # clock skew, queueing
         marks = (secret, code_page_url(action))
         try:
-            found = _match(client.messages.list(to=delivery.recipient, date_sent_after=since, limit=50), body, marks)
+            to = delivery.recipient_value
+            found = _match(client.messages.list(to=to, date_sent_after=since, limit=50), body, marks)
             if found is None:  # still queued at Twilio: no date_sent yet, so not in a date filter
-                found = _match(client.messages.list(to=delivery.recipient, limit=20), body, marks)
+                found = _match(client.messages.list(to=to, limit=20), body, marks)
         except Exception as exc:
             error = map_error(exc) or TransientChannelError(exc.__class__.__name__)
             if isinstance(error, PermanentChannelError):

@@ -215,7 +215,7 @@ def delivery_failed(delivery_id: int, generation: int, reason: str) -> bool:
                 DeliveryStatus.FAILED, DeliveryStatus.CONFIRMED, DeliveryStatus.SUPERSEDED):
             return False
         # Providers echo what they were sent (an account number, an address): never stored where users read it.
-        reason = redact_contacts(reason, recipient_values(delivery.recipient))
+        reason = redact_contacts(reason, recipient_values(delivery.recipient_value))
         delivery.status = DeliveryStatus.FAILED
         delivery.status_detail = reason[:2000]
         delivery.secret_digest = ""
@@ -268,7 +268,7 @@ def resend(action: DeferredAction, channel: str | None = None, *, client: str | 
         deliveries = list(deliveries)
         try:
             with transaction.atomic():  # all sends counted, or none
-                for name, recipient in limits.lock_order((d.channel, d.recipient) for d in deliveries):
+                for name, recipient in limits.lock_order((d.channel, d.recipient_value) for d in deliveries):
                     refusal = limits.reserve_send(name, recipient, resend=True)
                     if refusal is not None:
                         raise _Refused(refusal)

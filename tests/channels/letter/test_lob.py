@@ -140,7 +140,7 @@ def _lob(**options) -> LobLetterChannel:
 def _call(channel: LobLetterChannel, country: str = "DE") -> str:
     recipient = {"name": "Erika Mustermann", "line1": "Heidestraße 17", "line2": "", "city": "Köln", "state": "",
                  "postal_code": "51147", "country": country}
-    delivery = SimpleNamespace(pk=7, generation=0, idempotency_key="dc-7-0", recipient=json.dumps(recipient),
+    delivery = SimpleNamespace(pk=7, generation=0, idempotency_key="dc-7-0", recipient_value=json.dumps(recipient),
                                expires_at=timezone.now() + timedelta(days=30))
     action = SimpleNamespace(pk=uuid.uuid4(), description="", user=None, valid_until=delivery.expires_at)
     return channel.send(delivery=delivery, action=action, secret="ACEF3479")

@@ -124,7 +124,7 @@ def test_a_recipient_that_is_not_an_account_fails_permanently():
     channel = get_channel("microdeposit")
     for recipient in ["ada@example.org", "[1, 2]", "{}", "{"]:
         with pytest.raises(PermanentChannelError, match="not a bank account"):
-            channel.send(delivery=SimpleNamespace(recipient=recipient, idempotency_key="dc-1-0", pk=1),
+            channel.send(delivery=SimpleNamespace(recipient_value=recipient, idempotency_key="dc-1-0", pk=1),
                          action=None, secret="7,45")
     assert not Payout.objects.exists()
 
