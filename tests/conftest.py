@@ -25,6 +25,19 @@ def link_token(message: mail.EmailMessage | str) -> str:
     return found.group(1)
 
 
+def own(client, action) -> None:
+    """Make ``client`` belong to ``action`` as a real site's visitor would: signed in as its user, or (an
+    anonymous action) holding the browser session that saved it."""
+    from django_integration import ownership
+
+    if action.user_id is not None:
+        client.force_login(action.user)
+        return
+    session = client.session
+    session[ownership.SAVED_KEY] = [*session.get(ownership.SAVED_KEY, []), str(action.pk)]
+    session.save()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _clean_broker():
     """The tests' Redis database starts empty: no message of an earlier run is delivered to this one."""

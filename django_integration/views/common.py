@@ -7,13 +7,15 @@ or malformed entry 400, throttled 429.  Messages never tell more than "wrong or 
 from __future__ import annotations
 
 from functools import wraps
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 
-from django_integration import throttle
+from django_integration import ownership, throttle
+from django_integration.models import DeferredAction
 from pipeline.lifecycle import ConfirmResult, ConfirmStatus
 
 REFUSALS = {
@@ -31,6 +33,15 @@ WITHDRAWN = (410, _("No longer valid"), _("This change was withdrawn or could no
                                           "be confirmed."))
 THROTTLED = (429, _("Too many attempts"), _("Too many wrong or expired confirmations were tried from here. "
                                             "Wait a few minutes, then try again."))
+
+
+def owned_action(request: HttpRequest, action_id: Any) -> DeferredAction | None:
+    """The action, if ``request`` belongs to it; None for an unknown id and for anyone else's action alike
+    (both answer 404: the id alone grants nothing, and the answer does not tell whether it exists)."""
+    action = DeferredAction.objects.filter(pk=action_id).first()
+    if action is None or not ownership.may_access(request, action):
+        return None
+    return action
 
 
 def private(view):

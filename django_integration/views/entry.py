@@ -15,9 +15,8 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from django_integration import throttle
-from django_integration.models import DeferredAction
-from django_integration.views.common import private, refused, settle_attempt, throttled
+from django_integration import ownership, throttle
+from django_integration.views.common import owned_action, private, refused, settle_attempt, throttled
 from pipeline import amounts
 from pipeline.lifecycle import ConfirmResult, ConfirmStatus, confirm
 
@@ -67,7 +66,7 @@ class AmountsForm(forms.Form):
 
 
 def _entry(request: HttpRequest, action_id: Any, form_class: type[forms.Form], template: str) -> HttpResponse:
-    action = DeferredAction.objects.filter(pk=action_id).first()
+    action = owned_action(request, action_id)
     if action is None:
         return refused(request, ConfirmResult(ConfirmStatus.INVALID))
     if request.method != "POST":
@@ -77,10 +76,12 @@ def _entry(request: HttpRequest, action_id: Any, form_class: type[forms.Form], t
     if not throttle.reserve(request):
         return throttled(request)
     form = form_class(request.POST)
-    result = confirm(form.secret(), action=action.pk) if form.is_valid() else None
+    result = confirm(form.secret(), action=action.pk, saved_here=ownership.saved_ids(request)
+                     ) if form.is_valid() else None
     settle_attempt(request, result)
     if result is not None:
         if result.ok:
+            ownership.remember_confirmed(request, action)
             return redirect("confirmation:status", action_id=action.pk)
         if result.status != ConfirmStatus.INVALID or not (result.action and result.action.is_open):
             return refused(request, result)

@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from django_integration import throttle
+from django_integration import ownership, throttle
 from django_integration.views.common import private, refused, settle_attempt, throttled
 from pipeline.lifecycle import confirm, peek_link
 
@@ -24,8 +24,9 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
         return render(request, "confirmation/link.html", {"action": result.action})
     if not throttle.reserve(request):
         return throttled(request)
-    result = confirm(token)
+    result = confirm(token, saved_here=ownership.saved_ids(request))
     settle_attempt(request, result)
     if not result.ok:
         return refused(request, result)
+    ownership.remember_confirmed(request, result.action)  # whoever confirmed may follow it on the status page
     return redirect("confirmation:status", action_id=result.action.pk)

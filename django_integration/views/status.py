@@ -7,8 +7,9 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
+from django_integration.clients import client_address
 from django_integration.models import DeferredAction
-from django_integration.views.common import page, private, refused
+from django_integration.views.common import owned_action, page, private, refused
 from pipeline.conf import app_settings
 from pipeline.lifecycle import ConfirmResult, ConfirmStatus
 from pipeline.lifecycle import resend as resend_secrets
@@ -31,7 +32,7 @@ def entry_url_name(action: DeferredAction) -> str | None:
 @private
 @require_GET
 def status(request: HttpRequest, action_id) -> HttpResponse:
-    action = DeferredAction.objects.filter(pk=action_id).first()
+    action = owned_action(request, action_id)
     wants_json = request.get_preferred_type(["text/html", "application/json"]) == "application/json"
     if action is None:
         if wants_json:
@@ -56,10 +57,11 @@ def status(request: HttpRequest, action_id) -> HttpResponse:
 @require_POST
 def resend(request: HttpRequest, action_id) -> HttpResponse:
     """A new secret over the same channel(s), within the cooldown and send limits; the old one dies."""
-    action = DeferredAction.objects.filter(pk=action_id).first()
+    action = owned_action(request, action_id)
     if action is None:
         return refused(request, ConfirmResult(ConfirmStatus.INVALID))
-    result = resend_secrets(action)
+    user = request.user if getattr(request, "user", None) is not None and request.user.is_authenticated else None
+    result = resend_secrets(action, client=client_address(request), user=user)
     if result.sent:
         status, title = 200, "Sent again"
     elif result.refusal is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -43,18 +44,24 @@ class ConfirmResult:
 INVALID = ConfirmResult(ConfirmStatus.INVALID)
 
 
-def confirm(secret: Any, action: Any = None) -> ConfirmResult:
-    """Accept ``secret`` (a link token, or a code/amounts for ``action``) and queue the apply."""
+def confirm(secret: Any, action: Any = None, *, saved_here: Collection[str] | None = None) -> ConfirmResult:
+    """Accept ``secret`` (a link token, or a code/amounts for ``action``) and queue the apply.
+
+    ``saved_here``: ids of the actions the confirming browser session saved (a view passes
+    ``ownership.saved_ids(request)``).  A create confirmed from another session is marked
+    ``confirmed_elsewhere``: whoever saved a sign-up with someone else's address does not get to choose its
+    password.  None (a call outside a request) trusts the caller."""
     with step("confirm") as current:
-        result = _confirm(secret, action)
+        result = _confirm(secret, action, saved_here)
         note(outcome="accepted" if result.ok else "refused", status=result.status.value,
              level=logging.WARNING if result.status == ConfirmStatus.LOCKED else logging.INFO,
              action_id=result.action.pk if result.action is not None else current.fields.get("action_id"))
     return result
 
 
-def _confirm(secret: Any, action: Any) -> ConfirmResult:
-    attempt = _confirm_link if action is None else partial(_confirm_code, action_ref=action)
+def _confirm(secret: Any, action: Any, saved_here: Collection[str] | None) -> ConfirmResult:
+    attempt = partial(_confirm_link, saved_here=saved_here) if action is None else partial(
+        _confirm_code, action_ref=action, saved_here=saved_here)
     for retry in range(LOCK_RETRIES):
         try:
             return attempt(secret)
@@ -85,7 +92,7 @@ def _find_link_delivery(token: Any) -> Delivery | None:
             .filter(secret_digest__in=tokens.link_digests(token)).first())
 
 
-def _confirm_link(token: Any) -> ConfirmResult:
+def _confirm_link(token: Any, saved_here: Collection[str] | None = None) -> ConfirmResult:
     if not tokens.is_well_formed_link_token(token):
         return INVALID
     # Only the ids: the rows are read again under their locks (the action, with its stored form, only once).
@@ -100,7 +107,7 @@ def _confirm_link(token: Any) -> ConfirmResult:
         channel = configured_channel(delivery.channel) if delivery is not None else None
         if action is None or channel is None or not channel.matches(delivery, token):
             return INVALID  # resent or purged between the lookup and the lock, or its channel removed
-        return _accept_or_refuse(action, delivery)
+        return _accept_or_refuse(action, delivery, saved_here)
 
 
 LIVE = (DeliveryStatus.GENERATED, DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
@@ -109,7 +116,7 @@ LIVE = (DeliveryStatus.GENERATED, DeliveryStatus.SENT, DeliveryStatus.DELIVERED)
 LOCK_RETRIES = 3
 
 
-def _confirm_code(secret: Any, action_ref: Any) -> ConfirmResult:
+def _confirm_code(secret: Any, action_ref: Any, saved_here: Collection[str] | None = None) -> ConfirmResult:
     """A code or amounts typed for ``action_ref``.  Only input that could be a secret counts as an attempt."""
     action_id = action_key(action_ref)
     if action_id is None:
@@ -134,7 +141,7 @@ def _confirm_code(secret: Any, action_ref: Any) -> ConfirmResult:
             return ConfirmResult(ConfirmStatus.INVALID, action, _attempts_left(live))
         for delivery in candidates:
             if get_channel(delivery.channel).matches(delivery, secret):
-                return _accept_or_refuse(action, delivery)
+                return _accept_or_refuse(action, delivery, saved_here)
         return _wrong_code(action, candidates)
 
 
@@ -163,7 +170,8 @@ def _refusal(action: DeferredAction, delivery: Delivery | None, now=None) -> Con
     return None
 
 
-def _accept_or_refuse(action: DeferredAction, delivery: Delivery) -> ConfirmResult:
+def _accept_or_refuse(action: DeferredAction, delivery: Delivery,
+                      saved_here: Collection[str] | None = None) -> ConfirmResult:
     note(channel=delivery.channel)
     now = timezone.now()
     refusal = _refusal(action, delivery, now)
@@ -176,6 +184,9 @@ def _accept_or_refuse(action: DeferredAction, delivery: Delivery) -> ConfirmResu
     delivery.save(update_fields=["status", "confirmed_at", "updated_at"])
     waiting = action.channel_policy == "all" and action.deliveries.exclude(
         status=DeliveryStatus.CONFIRMED).exclude(pk=delivery.pk).exists()
+    if saved_here is not None and action.object_pk is None and str(action.pk) not in saved_here:
+        action.confirmed_elsewhere = True
+        action.save(update_fields=["confirmed_elsewhere", "updated_at"])
     if not waiting:
         move(action, State.CONFIRMED, confirmed_at=now)
         close_deliveries(action)
