@@ -79,7 +79,7 @@ def check_settings(app_configs=None, **kwargs) -> list[Error]:
             errors += _check_route(target, route, channels)
     errors += _check_site_url(value["SITE_URL"], channels)
     errors += _check_celery_app(value["CELERY_APP"])
-    for key in ("BATCH_SIZE", "STATUS_REFRESH_SECONDS", "FAILED_ATTEMPTS_LIMIT"):
+    for key in ("BATCH_SIZE", "STATUS_REFRESH_SECONDS", "FAILED_ATTEMPTS_LIMIT", "MAX_REDRIVES"):
         if not _positive_int(value[key]):
             errors.append(_error(f"{key} must be a positive integer.", 7))
     for key in ("APPLY_QUEUE", "MAINTENANCE_QUEUE"):
@@ -89,6 +89,16 @@ def check_settings(app_configs=None, **kwargs) -> list[Error]:
         errors.append(_error("FROM_EMAIL must be an address or None.", 41))
     if value["THROTTLE_CACHE"] not in getattr(settings, "CACHES", {"default": {}}):
         errors.append(_error(f"THROTTLE_CACHE {value['THROTTLE_CACHE']!r} is not in settings.CACHES.", 42))
+    proxies = value["TRUSTED_PROXY_COUNT"]
+    if not (isinstance(proxies, int) and not isinstance(proxies, bool) and proxies >= 0):
+        errors.append(_error("TRUSTED_PROXY_COUNT must be the number of proxies in front of the site (0 or more).",
+                             44))
+    if value["TRUSTED_CLIENT_IP_HEADER"] is not None and not _name(value["TRUSTED_CLIENT_IP_HEADER"]):
+        errors.append(_error("TRUSTED_CLIENT_IP_HEADER must be a header name like 'X-Real-IP', or None.", 45))
+    if not _positive_int(value["SEND_LIMIT_PER_CLIENT"], allow_none=True):
+        errors.append(_error("SEND_LIMIT_PER_CLIENT must be a positive integer or None.", 46))
+    if not _duration(value["SEND_WINDOW_PER_CLIENT"], positive=True):
+        errors.append(_error("SEND_WINDOW_PER_CLIENT must be a positive datetime.timedelta.", 47))
     region = value["PHONE_REGION"]
     if region is not None and not (isinstance(region, str) and len(region) == 2 and region.isascii()
                                    and region.isalpha()):
@@ -201,3 +211,36 @@ def check_sqlite_transaction_mode(app_configs=None, **kwargs) -> list[CheckWarni
                 hint='Set "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20} (Django 5.1+).',
                 obj="DATABASES", id="confirmation.W001"))
     return warnings
+
+
+@register(Tags.caches)
+def check_throttle_cache(app_configs=None, **kwargs) -> list[CheckWarning]:
+    """The failure throttle needs counters every web process shares, incremented atomically.
+
+    A warning, not an error, even for DummyCache (which turns the throttle off): development and test settings
+    often use a per-process or dummy default cache, and must still run."""
+    from django.core.cache.backends.db import DatabaseCache
+    from django.core.cache.backends.dummy import DummyCache
+    from django.core.cache.backends.filebased import FileBasedCache
+    from django.core.cache.backends.locmem import LocMemCache
+
+    raw = getattr(settings, "DEFERRED_CONFIRMATION", {})
+    alias = raw.get("THROTTLE_CACHE", DEFAULTS["THROTTLE_CACHE"]) if isinstance(raw, dict) else None
+    conf = getattr(settings, "CACHES", {}).get(alias) if isinstance(alias, str) else None
+    backend, why = _import(conf.get("BACKEND") if isinstance(conf, dict) else None)
+    if why or not isinstance(backend, type):
+        return []  # an unknown alias is confirmation.E042; a bad BACKEND, Django's own check
+    if issubclass(backend, DummyCache):
+        problem = "stores nothing: failed confirmation attempts are never counted, the throttle is off"
+    elif issubclass(backend, LocMemCache):
+        problem = ("lives in each process: every web process counts failed attempts on its own, so a client "
+                   "gets FAILED_ATTEMPTS_LIMIT attempts per process, and a restart forgets them")
+    elif issubclass(backend, DatabaseCache | FileBasedCache):
+        problem = "increments by reading, then writing: parallel failed attempts can be lost from the count"
+    else:
+        return []
+    return [CheckWarning(
+        f"THROTTLE_CACHE {alias!r} ({backend.__name__}) {problem}.",
+        hint="Point THROTTLE_CACHE at a cache every web process shares, with atomic increments: Redis "
+             "(django.core.cache.backends.redis.RedisCache) or Memcached.",
+        obj="DEFERRED_CONFIRMATION", id="confirmation.W002")]

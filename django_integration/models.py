@@ -92,7 +92,7 @@ class DeferredAction(models.Model):
         from django.utils.module_loading import import_string
         try:
             return import_string(self.form_class)._meta.model
-        except (ImportError, AttributeError):
+        except Exception:  # a form module that no longer imports (renamed, a syntax error): no model to name
             return None
 
 
@@ -172,8 +172,8 @@ class SendRecord(models.Model):
 class Payout(models.Model):
     """A micro-deposit to make, written by the default (ledger) payout backend for the operator to export.
 
-    The amounts are sealed (pipeline.crypto): readable by ``manage.py export_payouts`` with the site's key,
-    not from a database dump."""
+    The amounts and the full bank account are sealed (pipeline.crypto): readable by ``manage.py export_payouts``
+    with the site's key, not from a database dump; ``account`` holds the account masked (last 4), for display."""
 
     class Status(models.TextChoices):
         INITIATED = "initiated", "initiated"
@@ -196,6 +196,72 @@ class Payout(models.Model):
 
     def __str__(self) -> str:
         return f"payout {self.pk} ({self.status})"
+
+    @property
+    def account_value(self) -> str:
+        """The full bank account (JSON), for the export: the sealed copy opened, if there is one; raises
+        ``pipeline.crypto.InvalidToken`` if it cannot be opened with SECRET_KEY or its fallbacks."""
+        if not self.account_sealed:
+            return self.account
+        from pipeline import crypto
+
+        return crypto.open_sealed(RECIPIENT_PURPOSE, self.account_sealed)
+
+
+#: Keys of a structured recipient (a bank account as JSON) whose values are account numbers: masked to their last 4.
+ACCOUNT_KEY_PARTS = ("iban", "account", "number", "routing")
+#: ...unless the key names a person (``account_holder``): kept, like ``country``.
+NAME_KEY_PARTS = ("holder", "name")
+MASK = "••••"
+
+
+def is_account_key(key: str) -> bool:
+    lowered = str(key).lower()
+    return any(part in lowered for part in ACCOUNT_KEY_PARTS) and not any(part in lowered for part in NAME_KEY_PARTS)
+
+
+def mask_number(value: object) -> str:
+    """``••••3000``: an account number shown by its last 4 characters (spacing ignored); a value of fewer than
+    8 characters shows none, since its last 4 would be most of it."""
+    compact = "".join(str(value).split())
+    return MASK + compact[-4:] if len(compact) >= 8 else MASK
+
+
+def mask_account(value: str) -> str:
+    """A sensitive recipient as it may be stored in clear: every account-number-like value of a JSON object
+    (``iban``, ``account_number``, ``routing_number``… see :func:`is_account_key`) as :func:`mask_number`, the
+    other keys (holder, country) as they are; any other text as :func:`mask_number`.  The full value is kept
+    only sealed (:func:`seal_recipient`)."""
+    data = None
+    if value.startswith("{"):
+        try:
+            data = json.loads(value)
+        except ValueError:
+            data = None
+    if not isinstance(data, dict):
+        return mask_number(value)
+    return json.dumps(_masked_object(data), sort_keys=True, ensure_ascii=False)
+
+
+def _masked_object(data: dict) -> dict:
+    masked = {}
+    for key, item in data.items():
+        if isinstance(item, dict):
+            masked[key] = _masked_object(item)
+        elif is_account_key(key) and item not in (None, ""):
+            masked[key] = mask_number(item)
+        else:
+            masked[key] = item
+    return masked
+
+
+def seal_recipient(value: str) -> tuple[str, str]:
+    """``(masked, sealed)`` of a sensitive recipient: what may be stored in clear (:func:`mask_account`) and the
+    full value sealed (pipeline.crypto, purpose :data:`RECIPIENT_PURPOSE`), for Delivery.recipient and
+    Delivery.recipient_sealed, or Payout.account and Payout.account_sealed."""
+    from pipeline import crypto
+
+    return mask_account(value), crypto.seal(RECIPIENT_PURPOSE, value)
 
 
 def mask_recipient(value: str) -> str:

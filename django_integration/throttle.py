@@ -36,12 +36,20 @@ def client_keys(request: HttpRequest) -> list[str]:
 
 
 def _count(cache, key: str, window: int) -> int:
-    cache.add(key, 0, timeout=window)  # the window starts with the first attempt
-    try:
-        return cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.add(key, 1, timeout=window)
-        return 1
+    """One more attempt on ``key``; the count now.  The window starts with the first attempt."""
+    for _ in range(3):
+        if cache.add(key, 1, timeout=window):
+            return 1
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr: start a new window
+            continue
+        if count == 1:
+            # Redis re-creates a key that expired between Django's EXISTS and INCR, without an expiry: a
+            # counter that would never end.  Whoever gets 1 gives it the window again.
+            cache.touch(key, timeout=window)
+        return count
+    return 1
 
 
 def _uncount(cache, key: str) -> None:

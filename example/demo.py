@@ -8,7 +8,8 @@ HTTP like a person would, through all four channels:
 1. an email change: log in, submit the form, see that nothing changed, read the mail, open the link
    (GET does not confirm), press Confirm (POST), follow the status until ``applied``, see the new
    address in the database, and see the used link refused;
-2. a sign-up: the account exists only once its link is confirmed; the password is sealed at rest;
+2. a sign-up: the account exists only once its link is confirmed; the password is sealed at rest; the
+   status page belongs to the browser that signed up (another one gets 404);
 3. a phone change: read the text message the worker sent through the fake Twilio, post its signed
    delivery report to the webhook, type a wrong code (attempts left), then the right one;
 4. a postal address change: find the letter the worker rendered to PDF, read the code printed in it
@@ -384,6 +385,9 @@ def demo_sign_up(base: str, procs: Processes, mail_dir: Path) -> None:
         raise DemoError("the 'check your inbox' page has no status link")
     action_id = found.group(2)
     say(f"submitted sign-up for bob -> {status}, action {short_id(action_id)} {visitor.state(action_id)['state']}")
+    status, _, body = Browser(base).get(f"/confirm/status/{action_id}/")
+    expect(status, 404, "the sign-up's status page from another browser", body)
+    say("the same status page from another browser -> 404 (an action's pages belong to the session that saved it)")
 
     if user_model.objects.filter(username="bob").exists():
         raise DemoError("the account bob exists before confirmation")

@@ -1,11 +1,12 @@
 """Settings of the demo project.  Embedded defaults (SQLite, an embedded Redis); override by environment:
-DATABASE_URL, CELERY_BROKER_URL, SITE_URL, SECRET_KEY, DEBUG, ALLOWED_HOSTS, EMAIL_BACKEND, and for the SMS
+DATABASE_URL, CELERY_BROKER_URL, CACHE_URL, SITE_URL, SECRET_KEY, DEBUG, ALLOWED_HOSTS, EMAIL_BACKEND, and for the SMS
 channel TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_FROM, TWILIO_BASE_URL; for shutdown and redelivery
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT and REDIS_VISIBILITY_TIMEOUT (README, "Operating it")."""
 
 import os
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import dj_database_url
 
@@ -69,6 +70,25 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or embedded_redis.ensure(VAR_DIR)
+
+
+def _cache_url(broker: str) -> str | None:
+    """The broker's Redis server, in the next database number (the broker's keys stay apart from the cache's)."""
+    parts = urlsplit(broker)
+    if parts.scheme == "redis+socket":  # the embedded Redis: redis-py spells a socket unix://...?db=
+        return f"unix://{parts.path}?db=1"
+    if parts.scheme in ("redis", "rediss"):
+        db = int(parts.path.strip("/") or 0)
+        return urlunsplit(parts._replace(path=f"/{(db + 1) % 16}"))
+    return None
+
+
+# The failure throttle (THROTTLE_CACHE, the default cache) counts attempts per client: every web process must
+# see the same counters, so a shared Redis, never the per-process default.  CACHE_URL (a redis:// URL) wins;
+# else the broker's Redis, another database.  A broker that is not Redis needs CACHE_URL (the check warns).
+CACHE_URL = os.environ.get("CACHE_URL") or _cache_url(CELERY_BROKER_URL)
+if CACHE_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = os.environ.get("CELERY_TASK_ALWAYS_EAGER") == "1"
 # Shutdown and redelivery (README, "Operating it").  Tasks are acknowledged late, so a message stays in Redis's

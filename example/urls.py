@@ -14,6 +14,12 @@ urlpatterns = [
     path("account/address/", views.change_address, name="change_address"),
     path("account/bank/", views.change_bank_account, name="change_bank_account"),
     path("signup/", views.sign_up, name="sign_up"),
+    # Where an account without a usable password gets one (a sign-up confirmed from another browser).
+    path("password/reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path("password/reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path("password/reset/<uidb64>/<token>/", auth_views.PasswordResetConfirmView.as_view(),
+         name="password_reset_confirm"),
+    path("password/reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
     path("admin/", admin.site.urls),
     path("confirm/", include("django_integration.urls")),
 ]

@@ -1,8 +1,15 @@
-"""Send limits: how many secrets one recipient may be sent, and how soon after the last one.
+"""Send limits: how many secrets one recipient may be sent, and how soon after the last one; and how many one
+client or signed-in user may have sent, across all recipients.
 
-Threats answered: SMS pumping (an attacker making us text premium numbers over and over), mail bombing of
-a victim's inbox, and paid letters or payouts triggered in a loop.  Counted per channel and recipient
-(stored only as a keyed hash) across all actions, like Twilio Verify's per-recipient limits.
+Threats answered:
+- SMS pumping (an attacker making us text premium numbers over and over), mail bombing of a victim's inbox,
+  and paid letters or payouts triggered in a loop: counted per channel and recipient across all actions,
+  like Twilio Verify's per-recipient limits.
+- The same from one client to many recipients (a list of premium numbers, a list of inboxes): counted per
+  client address (:mod:`django_integration.clients`) and per signed-in user, SEND_LIMIT_PER_CLIENT per
+  SEND_WINDOW_PER_CLIENT, one per recipient sent to, at save() and at resend.
+- A rotated SECRET_KEY resetting every limit: recipients, clients and users are stored only as keyed hashes
+  (no personal data in these rows), and a send recorded under a key in SECRET_KEY_FALLBACKS still counts.
 """
 
 from __future__ import annotations
@@ -10,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
@@ -18,15 +27,22 @@ from django.utils.crypto import salted_hmac
 from django_integration.models import SendRecord
 from pipeline.conf import app_settings
 
+#: SendRecord.channel of the rows counted per sender rather than per recipient (no channel name starts with "@").
+CLIENT_SCOPE, USER_SCOPE = "@client", "@user"
+
 
 @dataclass(frozen=True)
 class SendRefusal:
     reason: str  # "cooldown" or "limit"
     retry_after: int  # seconds
+    scope: str = "recipient"  # whose limit: the recipient's, or the sender's (CLIENT_SCOPE, USER_SCOPE)
 
     @property
     def message(self) -> str:
         minutes = max(1, round(self.retry_after / 60))
+        if self.scope != "recipient":
+            return (f"Too many confirmation messages were requested from here. Try again in {minutes} "
+                    "minutes.")
         if self.reason == "cooldown" and self.retry_after < 120:
             return f"A new secret was sent moments ago. You can ask for another in {self.retry_after} seconds."
         return f"Too many confirmation messages were sent to this recipient. Try again in {minutes} minutes."
@@ -39,14 +55,47 @@ class SendLimitExceeded(ValueError):
         self.refusal = refusal
 
 
-def recipient_key(channel: str, recipient: str) -> str:
-    """Keyed hash of what identifies the recipient for ``channel`` (an address without the addressee's name, an
-    account without the holder's), so spelling a name differently does not start a fresh allowance."""
+def _keys(salt: str, value: str, *, current_only: bool = False) -> list[str]:
+    """Keyed hashes of ``value``: under SECRET_KEY first, then under each of SECRET_KEY_FALLBACKS."""
+    secrets = [settings.SECRET_KEY]
+    if not current_only:
+        secrets += list(getattr(settings, "SECRET_KEY_FALLBACKS", None) or [])
+    return [salted_hmac(salt, value, secret=secret, algorithm="sha256").hexdigest() for secret in secrets]
+
+
+def _identity(channel: str, recipient: str) -> str:
     from pipeline.channels import configured_channel
 
     backend = configured_channel(channel)
-    identity = backend.limit_identity(recipient) if backend is not None else recipient
-    return salted_hmac("deferred_confirmation.recipient", f"{channel}:{identity}", algorithm="sha256").hexdigest()
+    return f"{channel}:{backend.limit_identity(recipient) if backend is not None else recipient}"
+
+
+def recipient_key(channel: str, recipient: str) -> str:
+    """Keyed hash of what identifies the recipient for ``channel`` (an address without the addressee's name, an
+    account without the holder's), so spelling a name differently does not start a fresh allowance."""
+    return _keys("deferred_confirmation.recipient", _identity(channel, recipient), current_only=True)[0]
+
+
+def recipient_keys(channel: str, recipient: str) -> list[str]:
+    """:func:`recipient_key` under the current SECRET_KEY and under each fallback: sends recorded before a
+    key rotation still count."""
+    return _keys("deferred_confirmation.recipient", _identity(channel, recipient))
+
+
+def senders(client: str | None, user: Any = None) -> list[tuple[str, str]]:
+    """(scope, identity) of whoever asks for a send: the client address, the signed-in user."""
+    found = []
+    if client:
+        found.append((CLIENT_SCOPE, client))
+    if getattr(user, "pk", None) is not None and getattr(user, "is_authenticated", True):
+        found.append((USER_SCOPE, str(user.pk)))
+    return found
+
+
+def sender_keys(scope: str, identity: str) -> list[str]:
+    """Keyed hashes of a sender (current SECRET_KEY first, then the fallbacks): an address or a user id is
+    never stored in clear."""
+    return _keys("deferred_confirmation.sender", f"{scope}:{identity}")
 
 
 def reserve_send(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None
@@ -63,6 +112,51 @@ def reserve_send(channel: str, recipient: str, *, resend: bool = False, now: dat
     return refusal
 
 
+def reserve_sends(recipients: Iterable[tuple[str, str]], *, client: str | None = None, user: Any = None,
+                  resend: bool = False, now: datetime | None = None) -> tuple[str, SendRefusal] | None:
+    """Check every limit on sending to ``recipients`` ((channel, recipient) pairs) at the request of ``client``
+    and ``user``, and count the sends only if none refuses; else (channel or scope, why not), nothing counted.
+
+    Call inside a transaction (it holds the locks until the end): recipients are serialised in
+    :func:`lock_order`, then the senders, by key, so parallel saves cannot overshoot a limit and two
+    transactions never wait for each other's locks in opposite orders."""
+    now = now or timezone.now()
+    pairs = list(recipients)
+    for name, recipient in lock_order(pairs):
+        refusal = check_send_locked(name, recipient, resend=resend, now=now)
+        if refusal is not None:
+            return name, refusal
+    asking = sorted(senders(client, user), key=lambda sender: sender_keys(*sender)[0])
+    for scope, identity in asking:
+        _lock(sender_keys(scope, identity)[0])
+        refusal = check_sender(scope, identity, len(pairs), now=now)
+        if refusal is not None:
+            return scope, refusal
+    for name, recipient in pairs:
+        record_send(name, recipient, now=now)
+    SendRecord.objects.bulk_create([SendRecord(channel=scope, recipient_key=sender_keys(scope, identity)[0],
+                                               created_at=now)
+                                    for scope, identity in asking for _ in pairs])
+    return None
+
+
+def check_sender(scope: str, identity: str, sends: int = 1, *, now: datetime | None = None) -> SendRefusal | None:
+    """Why ``sends`` more secrets may not go out at the request of this client or user now (None: they may).
+
+    A save with more recipients than the limit goes through only when nothing else was sent in the window."""
+    limit, window = app_settings.SEND_LIMIT_PER_CLIENT, app_settings.SEND_WINDOW_PER_CLIENT
+    if not limit or not window or sends < 1:
+        return None
+    now = now or timezone.now()
+    recent = list(SendRecord.objects.filter(
+        channel=scope, recipient_key__in=sender_keys(scope, identity), created_at__gt=now - window,
+    ).order_by("-created_at").values_list("created_at", flat=True)[:limit])
+    if not recent or len(recent) + sends <= limit:
+        return None
+    # They fit once all but the newest (limit - sends) sends have left the window.
+    return SendRefusal("limit", _seconds(recent[max(0, limit - sends)] + window - now), scope=scope)
+
+
 def lock_order(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """(channel, recipient) pairs in the order their locks are taken: the same in every transaction (by key),
     so two saves or resends for the same two recipients, routed in different orders, cannot deadlock."""
@@ -73,10 +167,15 @@ def check_send_locked(channel: str, recipient: str, *, resend: bool = False, now
                       ) -> SendRefusal | None:
     """:func:`check_send`, with the recipient serialised until the transaction ends: the first half of
     :func:`reserve_send`, for a caller that checks every recipient before counting any (:func:`record_send`)."""
+    _lock(recipient_key(channel, recipient))
+    return check_send(channel, recipient, resend=resend, now=now)
+
+
+def _lock(key: str) -> None:
+    """Serialise transactions on ``key`` (a keyed hash, under the current SECRET_KEY) until this one ends."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(recipient_key(channel, recipient)[:15], 16)])
-    return check_send(channel, recipient, resend=resend, now=now)
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(key[:15], 16)])
 
 
 def record_send(channel: str, recipient: str, *, now: datetime | None = None) -> None:
@@ -90,7 +189,7 @@ def check_send(channel: str, recipient: str, *, resend: bool = False, now: datet
     """Why one more secret may not be sent to ``recipient`` now (None: it may).  Cooldown only on resends."""
     now = now or timezone.now()
     conf = app_settings.channel(channel)
-    sends = SendRecord.objects.filter(channel=channel, recipient_key=recipient_key(channel, recipient))
+    sends = SendRecord.objects.filter(channel=channel, recipient_key__in=recipient_keys(channel, recipient))
     cooldown = conf.get("RESEND_COOLDOWN")
     if resend and cooldown:
         last = sends.filter(created_at__gt=now - cooldown).order_by("-created_at").values_list(

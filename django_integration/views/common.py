@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from functools import wraps
 from typing import Any
+from urllib.parse import quote
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import render, resolve_url
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 
@@ -44,6 +46,23 @@ def owned_action(request: HttpRequest, action_id: Any) -> DeferredAction | None:
     return action
 
 
+def not_found(request: HttpRequest) -> HttpResponse:
+    """The page for an unknown action and for anyone else's alike (404).  A visitor who is not signed in is
+    offered to sign in: the change may be theirs, made on another device (an SMS opened on a phone)."""
+    status, title, message = REFUSALS[ConfirmStatus.INVALID]
+    return page(request, status, title, message, sign_in_url=_sign_in_url(request))
+
+
+def _sign_in_url(request: HttpRequest) -> str | None:
+    user = getattr(request, "user", None)
+    if user is None or user.is_authenticated:
+        return None
+    login = resolve_url(settings.LOGIN_URL)
+    if request.method not in ("GET", "HEAD"):
+        return login
+    return f"{login}{'&' if '?' in login else '?'}next={quote(request.get_full_path(), safe='/')}"
+
+
 def private(view):
     """No caching, no Referer, no indexing: these pages carry secrets in their URLs."""
     @wraps(view)
@@ -60,7 +79,8 @@ def private(view):
 def page(request: HttpRequest, status: int, title: str, message: str, **context) -> HttpResponse:
     # Every name the template reads is defined: a missing one is logged at DEBUG with the request (its path
     # is the link token).
-    context = {"title": title, "message": message, "action": None, "entry_url_name": None, **context}
+    context = {"title": title, "message": message, "action": None, "entry_url_name": None, "sign_in_url": None,
+               **context}
     return render(request, "confirmation/error.html", context, status=status)
 
 

@@ -16,9 +16,9 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from django_integration import ownership, throttle
-from django_integration.views.common import owned_action, private, refused, settle_attempt, throttled
+from django_integration.views.common import not_found, owned_action, private, refused, settle_attempt, throttled
 from pipeline import amounts
-from pipeline.lifecycle import ConfirmResult, ConfirmStatus, confirm
+from pipeline.lifecycle import ConfirmStatus, confirm
 
 
 class CodeForm(forms.Form):
@@ -68,7 +68,7 @@ class AmountsForm(forms.Form):
 def _entry(request: HttpRequest, action_id: Any, form_class: type[forms.Form], template: str) -> HttpResponse:
     action = owned_action(request, action_id)
     if action is None:
-        return refused(request, ConfirmResult(ConfirmStatus.INVALID))
+        return not_found(request)
     if request.method != "POST":
         if not action.is_open:
             return redirect("confirmation:status", action_id=action.pk)

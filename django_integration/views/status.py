@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import NoReverseMatch, reverse
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
 from django_integration.clients import client_address
 from django_integration.models import DeferredAction
-from django_integration.views.common import owned_action, page, private, refused
+from django_integration.views.common import not_found, owned_action, page, private
 from pipeline.conf import app_settings
-from pipeline.lifecycle import ConfirmResult, ConfirmStatus
 from pipeline.lifecycle import resend as resend_secrets
 from pipeline.states import State
 
@@ -29,6 +29,26 @@ def entry_url_name(action: DeferredAction) -> str | None:
     return None
 
 
+def password_to_set(action: DeferredAction) -> bool:
+    """An account made by a sign-up confirmed from another browser session: the password chosen at sign-up
+    was not applied (whoever signed up may not be whoever owns the address), so the person must set one."""
+    if action.state != State.APPLIED or not action.confirmed_elsewhere:
+        return False
+    model = action.model_class
+    if model is None or action.object_pk is None or not hasattr(model, "has_usable_password"):
+        return False
+    account = model._default_manager.filter(pk=action.object_pk).first()
+    return account is not None and not account.has_usable_password()
+
+
+def password_reset_url() -> str | None:
+    """The site's "set a password" page (``password_reset``, as django.contrib.auth.urls names it), if any."""
+    try:
+        return reverse("password_reset")
+    except NoReverseMatch:
+        return None
+
+
 @private
 @require_GET
 def status(request: HttpRequest, action_id) -> HttpResponse:
@@ -37,7 +57,7 @@ def status(request: HttpRequest, action_id) -> HttpResponse:
     if action is None:
         if wants_json:
             return JsonResponse({"error": "not_found"}, status=404)
-        return refused(request, ConfirmResult(ConfirmStatus.INVALID))
+        return not_found(request)
     if wants_json:
         return JsonResponse({
             "id": str(action.pk),
@@ -47,9 +67,11 @@ def status(request: HttpRequest, action_id) -> HttpResponse:
             "applied_at": action.applied_at,
             "final": action.is_terminal,
         })
+    set_password = password_to_set(action)
     return render(request, "confirmation/status.html", {
         "action": action, "refresh": None if action.is_terminal else app_settings.STATUS_REFRESH_SECONDS,
-        "applied": action.state == State.APPLIED, "entry_url_name": entry_url_name(action)})
+        "applied": action.state == State.APPLIED, "entry_url_name": entry_url_name(action),
+        "set_password": set_password, "password_reset_url": password_reset_url() if set_password else None})
 
 
 @private
@@ -59,7 +81,7 @@ def resend(request: HttpRequest, action_id) -> HttpResponse:
     """A new secret over the same channel(s), within the cooldown and send limits; the old one dies."""
     action = owned_action(request, action_id)
     if action is None:
-        return refused(request, ConfirmResult(ConfirmStatus.INVALID))
+        return not_found(request)
     user = request.user if getattr(request, "user", None) is not None and request.user.is_authenticated else None
     result = resend_secrets(action, client=client_address(request), user=user)
     if result.sent:

@@ -31,7 +31,7 @@ def _form_page(request, form, title, intro=""):
 def change_email(request):
     form = EmailChangeForm(request.POST or None, instance=request.user)
     if request.method == "POST" and form.is_valid():
-        action = form.save(user=request.user, description=f"Change your email address to {form.cleaned_data['email']}")
+        action = form.save(request=request, description=f"Change your email address to {form.cleaned_data['email']}")
         return render(request, "accounts/sent.html", {"action": action}, status=202)
     return _form_page(request, form, "Change your email address")
 
@@ -40,7 +40,7 @@ def change_email(request):
 def change_phone(request):
     form = PhoneChangeForm(request.POST or None, instance=Profile.of(request.user))
     if request.method == "POST" and form.is_valid():
-        action = form.save(user=request.user,
+        action = form.save(request=request,
                            description=f"Change your mobile number to {form.cleaned_data['phone']}")
         # The text arrives within seconds: straight to the page where its code is typed in.
         return redirect("confirmation:code", action_id=action.pk)
@@ -53,7 +53,7 @@ def change_address(request):
     form = AddressChangeForm(request.POST or None, instance=Profile.of(request.user))
     if request.method == "POST" and form.is_valid():
         address = form.postal_address
-        action = form.save(user=request.user,
+        action = form.save(request=request,
                            description=f"Change your postal address to {address['line1']}, {address['city']}")
         # A letter takes days: the status page says so and links to the code page for when it arrives.
         return redirect("confirmation:status", action_id=action.pk)
@@ -66,7 +66,7 @@ def change_bank_account(request):
     form = BankAccountForm(request.POST or None, instance=Profile.of(request.user))
     if request.method == "POST" and form.is_valid():
         number = form.cleaned_data["bank_iban"] or form.cleaned_data["bank_account_number"]
-        action = form.save(user=request.user, description=f"Change your bank account to the one ending in "
+        action = form.save(request=request, description=f"Change your bank account to the one ending in "
                                                           f"{number[-4:]}")
         return redirect("confirmation:deposits", action_id=action.pk)
     return _form_page(request, form, "Change your bank account",
@@ -77,6 +77,6 @@ def change_bank_account(request):
 def sign_up(request):
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        action = form.save(description=f"Create the account {form.cleaned_data['username']}")
+        action = form.save(request=request, description=f"Create the account {form.cleaned_data['username']}")
         return render(request, "accounts/sent.html", {"action": action}, status=202)
     return _form_page(request, form, "Sign up")

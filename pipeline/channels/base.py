@@ -79,6 +79,11 @@ class BaseChannel:
     #: attempt-limited.
     secret_kind = "link"
 
+    #: True when the recipient itself must not be stored in clear (a bank account): the delivery keeps it
+    #: sealed (``Delivery.recipient_sealed``) and only a masked form (last 4) in ``Delivery.recipient``.  A
+    #: form's recipient taken from one of its sensitive fields is treated the same on any channel.
+    sensitive_recipient = False
+
     def __init__(self, name: str, conf: dict[str, Any]):
         self.name = name
         self.conf = conf
@@ -114,7 +119,7 @@ class BaseChannel:
 
     # --- sending -----------------------------------------------------------------------------------
     def send(self, *, delivery: Delivery, action: DeferredAction, secret: str) -> str:
-        """Send ``secret`` to ``delivery.recipient``; return the provider's reference (or "")."""
+        """Send ``secret`` to ``delivery.recipient_value``; return the provider's reference (or "")."""
         raise NotImplementedError
 
     def limit_identity(self, recipient: str) -> str:

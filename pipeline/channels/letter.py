@@ -18,7 +18,8 @@ an alias of settings.STORAGES) that no web server serves — the default, ``MEDI
 safe if MEDIA_ROOT is not published as a whole.  File names carry no personal data and cannot be guessed
 without SECRET_KEY.  :meth:`PDFLetterChannel.discard` deletes a delivery's letters: the purge task calls it
 before it deletes the delivery (after RETENTION), and a new letter for the same delivery (a resend) deletes
-the older one's file at once.
+the older one's file at once.  Both also find letters named under a key of ``SECRET_KEY_FALLBACKS``, so a key
+rotation leaves no letter (and its live code) behind.
 """
 
 from __future__ import annotations
@@ -180,14 +181,22 @@ class PDFLetterChannel(BaseChannel):
                                  directory_permissions_mode=0o700)
 
     @staticmethod
-    def file_name(delivery: Delivery, generation: int | None = None) -> str:
+    def file_name(delivery: Delivery, generation: int | None = None, secret: str | None = None) -> str:
         """The PDF's name for one generation of ``delivery``: keyed hash of its idempotency key, so a retry
-        overwrites its own file (one letter per secret), no personal data, not guessable without the key."""
+        overwrites its own file (one letter per secret), no personal data, not guessable without the key.
+        New letters are named under ``SECRET_KEY``; ``secret`` gives the name under another key."""
         gen = delivery.generation if generation is None else generation
         # The action's UUID keeps two sites sharing a storage (and a SECRET_KEY) from overwriting each other.
         digest = salted_hmac("deferred_confirmation.letter.file", f"dc-{delivery.action_id}-{delivery.pk}-{gen}",
-                             algorithm="sha256").hexdigest()[:32]
+                             secret=secret, algorithm="sha256").hexdigest()[:32]
         return f"letter-{digest}.pdf"
+
+    @classmethod
+    def file_names(cls, delivery: Delivery, generation: int) -> list[str]:
+        """The names one generation's PDF may have: under ``SECRET_KEY`` and under each key of
+        ``SECRET_KEY_FALLBACKS`` (a letter stored before a key rotation), so none is left behind with its code."""
+        keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+        return list(dict.fromkeys(cls.file_name(delivery, generation, secret=key) for key in keys))
 
     def send(self, *, delivery: Delivery, action: DeferredAction, secret: str) -> str:
         pdf = self.render_pdf(delivery=delivery, action=action, secret=secret)
@@ -199,8 +208,8 @@ class PDFLetterChannel(BaseChannel):
             stored = storage.save(name, ContentFile(pdf))
         except OSError as exc:
             raise TransientChannelError(f"letter storage unavailable: {exc.__class__.__name__}") from exc
-        if delivery.generation:
-            self._delete_generations(storage, delivery, range(delivery.generation), keep=stored)
+        # Older generations' letters (a resend), and this one's stored under a key since rotated away.
+        self._delete_generations(storage, delivery, range(delivery.generation + 1), keep={name, stored})
         return stored
 
     def discard(self, delivery: Delivery) -> int:
@@ -214,9 +223,10 @@ class PDFLetterChannel(BaseChannel):
             removed += self._delete(storage, ref)
         return removed
 
-    def _delete_generations(self, storage: Storage, delivery: Delivery, generations: range, keep: str = "") -> int:
-        return sum(self._delete(storage, self.file_name(delivery, gen)) for gen in generations
-                   if self.file_name(delivery, gen) != keep)
+    def _delete_generations(self, storage: Storage, delivery: Delivery, generations: range,
+                            keep: frozenset[str] | set[str] = frozenset()) -> int:
+        return sum(self._delete(storage, name) for gen in generations for name in self.file_names(delivery, gen)
+                   if name not in keep)
 
     @staticmethod
     def _delete(storage: Storage, name: str) -> int:

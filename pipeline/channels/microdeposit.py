@@ -5,10 +5,11 @@ The secret is the pair of amounts, two *different* amounts of 1-99 cents drawn w
 as canonical text ("32,45", ascending) so that the order they are typed in does not matter; only its HMAC is
 stored on the delivery.  With 99 x 98 / 2 = 4851 pairs it is guessable, hence the low MAX_ATTEMPTS (3).
 
-The recipient is the bank account, the dict the form's ``get_recipient("microdeposit")`` returns (stored
-as JSON on the delivery), e.g. ``{"holder": "Ada Lovelace", "iban": "DE89370400440532013000", "country":
-"DE"}`` or ``{"holder": ..., "routing_number": "111000025", "account_number": "12345678", "country": "US"}``;
-validate it with the fields of :mod:`django_integration.banking`.
+The recipient is the bank account, the dict the form's ``get_recipient("microdeposit")`` returns, e.g.
+``{"holder": "Ada Lovelace", "iban": "DE89370400440532013000", "country": "DE"}`` or ``{"holder": ...,
+"routing_number": "111000025", "account_number": "12345678", "country": "US"}``; validate it with the fields of
+:mod:`django_integration.banking`.  It is sensitive (:attr:`LedgerChannel.sensitive_recipient`): the delivery
+stores it as JSON sealed, and in clear only with its numbers masked to their last 4 digits.
 
 OPTIONS:
 
@@ -61,6 +62,7 @@ class LedgerChannel(BaseChannel):
     """Two micro-deposits through a payout backend (by default the ``Payout`` ledger)."""
 
     secret_kind = "amounts"
+    sensitive_recipient = True  # the bank account: sealed on the delivery, shown by its last 4 digits
 
     def make_secret(self) -> str:
         return canonical(random_pair())

@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django import forms
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, models, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -62,20 +63,16 @@ def apply(action_id: Any) -> bool:
 
 
 def _write(action: Any) -> Any:
-    try:
-        form_class = import_string(action.form_class)
-    except ImportError as exc:
-        raise ApplyRefused(f"The form {action.form_class} can no longer be imported.") from exc
-    model = form_class._meta.model
+    """The change written (the saved object); ApplyRefused for anything that means it never will be.  Only a
+    database error worth another try (lost connection, lock timeout, deadlock) propagates, for the task to
+    retry; redrive re-queues the apply at most MAX_REDRIVES times after that."""
+    form_class = _form_class(action.form_class)
+    model = getattr(getattr(form_class, "_meta", None), "model", None)
+    if not (isinstance(model, type) and issubclass(model, models.Model)):
+        raise ApplyRefused(f"The form {action.form_class} is not a form of a model.")
     instance = None
     if action.object_pk is not None:
-        instance = first_locked(model._default_manager.filter(pk=action.object_pk))
-        if instance is None:
-            raise ApplyRefused(f"The {model._meta.verbose_name} this change was for no longer exists.")
-        if not getattr(form_class, "allow_stale", False) and action.target_fingerprint and (
-                not formdata.fingerprint_matches(form_class, instance, action.target_fingerprint)):
-            raise ApplyRefused(f"stale: the {model._meta.verbose_name} was changed after this change was "
-                               "requested; request it again.")
+        instance = _locked_target(form_class, model, action)
     try:
         data = formdata.load(action.form_data)
     except ValueError as exc:
@@ -85,7 +82,14 @@ def _write(action: Any) -> Any:
         form.confirming = True
         if not form.is_valid():
             raise ApplyRefused(_errors_text(form))
-        return form.save_confirmed()
+        obj = form.save_confirmed()
+        if action.object_pk is None:
+            if not isinstance(obj, models.Model) or obj.pk is None:
+                raise ApplyRefused(f"The change could not be saved: {type(form).__name__}.save_confirmed() "
+                                   "returned no saved object.")
+            if action.confirmed_elsewhere:
+                _drop_password(form, obj)
+        return obj
     except ApplyRefused:
         raise
     except (OperationalError, InterfaceError):
@@ -106,6 +110,53 @@ def _write(action: Any) -> Any:
         logger.exception("action %s: apply failed", action.pk, extra={"action_id": str(action.pk)})
         raise ApplyRefused(f"The change could not be saved ({type(exc).__name__}); the details are in the "
                            "server log.") from exc
+
+
+def _form_class(path: str) -> type:
+    """The form class by its stored path; a module that no longer imports (renamed, a syntax error, an error
+    raised while importing it) refuses the apply instead of leaving the action confirmed."""
+    try:
+        return import_string(path)
+    except ImportError as exc:
+        raise ApplyRefused(f"The form {path} can no longer be imported.") from exc
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:
+        logger.exception("form %s: import failed", path)
+        raise ApplyRefused(f"The form {path} can no longer be imported ({type(exc).__name__}); the details are "
+                           "in the server log.") from exc
+
+
+def _locked_target(form_class: type, model: type[models.Model], action: Any) -> models.Model:
+    """The row the change is for, locked, and not changed since the request in the fields the form touches."""
+    name = model._meta.verbose_name
+    try:
+        instance = first_locked(model._default_manager.filter(pk=action.object_pk))
+        stale = instance is not None and not getattr(form_class, "allow_stale", False) and bool(
+            action.target_fingerprint) and not formdata.fingerprint_matches(form_class, instance,
+                                                                             action.target_fingerprint)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:  # a stored key that is not one of this model's (a value the pk type refuses)
+        raise ApplyRefused(f"The {name} this change was for cannot be read ({type(exc).__name__}).") from exc
+    if instance is None:
+        raise ApplyRefused(f"The {name} this change was for no longer exists.")
+    if stale:
+        raise ApplyRefused(f"stale: the {name} was changed after this change was requested; request it again.")
+    return instance
+
+
+def _drop_password(form: Any, obj: models.Model) -> None:
+    """A sign-up confirmed from another browser session than the one that saved it: whoever saved it chose
+    the password, and may not be the owner of the address that confirmed it.  The account gets an unusable
+    password instead (its owner sets one)."""
+    sensitive = getattr(form, "sensitive_fields", ()) or ()
+    has_password = any(isinstance(field.widget, forms.PasswordInput) for field in form.fields.values()) or any(
+        "password" in name.lower() for name in sensitive)
+    if has_password and callable(getattr(obj, "set_unusable_password", None)):
+        obj.set_unusable_password()
+        obj.save(update_fields=["password"])
+        note(detail="password not applied: confirmed from another browser session")
 
 
 def _errors_text(form: Any) -> str:

@@ -21,7 +21,7 @@ from django.utils.module_loading import import_string
 from django_integration.models import DeferredAction, Delivery
 from django_integration.signals import confirmation_required
 from pipeline import crypto, dispatch, formdata, limits
-from pipeline.channels import PermanentChannelError, get_channel
+from pipeline.channels import PermanentChannelError, TransientChannelError, get_channel
 from pipeline.channels.base import recipient_values, redact_contacts
 from pipeline.conf import app_settings
 from pipeline.lifecycle.transitions import (
@@ -137,8 +137,14 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
         delivery_failed(delivery_id, generation, str(exc))
         quiet()  # the deliver_failed line tells it
         return False
-    except BaseException:  # transient or unexpected: the task's retry must be able to claim it again
-        Delivery.objects.filter(pk=delivery_id, generation=generation).update(sending_until=None)
+    except BaseException as exc:  # transient or unexpected: the task's retry must be able to claim it again
+        fields = {"sending_until": None}
+        if isinstance(exc, Exception) and not isinstance(exc, TransientChannelError):
+            # Neither transient nor permanent (a template missing, a setting unset): the task fails, redrive
+            # sends again at most MAX_REDRIVES times, and this is the reason the action then fails with.
+            # The type only: the text may quote what was being rendered; it is in the worker's log.
+            fields["status_detail"] = f"the send failed ({type(exc).__name__}); the details are in the server log"
+        Delivery.objects.filter(pk=delivery_id, generation=generation).update(**fields)
         raise
     if confirmation_required.receivers:  # the sender (model_class) costs a query: only for someone listening
         action.token = secret  # for receivers, in memory only (the seed's API)
@@ -228,11 +234,6 @@ def delivery_failed(delivery_id: int, generation: int, reason: str) -> bool:
     return True
 
 
-class _Refused(Exception):
-    def __init__(self, refusal: limits.SendRefusal):
-        self.refusal = refusal
-
-
 @dataclass(frozen=True)
 class ResendResult:
     sent: bool
@@ -254,7 +255,8 @@ def resend(action: DeferredAction, channel: str | None = None, *, client: str | 
     """Send fresh secrets for an open action; the old ones stop working at once.
 
     Refused (nothing changes, the old secret still works) within a channel's RESEND_COOLDOWN or past its
-    SEND_LIMIT for the recipient."""
+    SEND_LIMIT for the recipient, or past SEND_LIMIT_PER_CLIENT for the ``client`` (address) or ``user`` asking:
+    a view passes both."""
     note(action_id=action.pk, channel=channel)
     with transaction.atomic():
         locked = DeferredAction.objects.select_for_update().filter(pk=action.pk).first()
@@ -266,15 +268,22 @@ def resend(action: DeferredAction, channel: str | None = None, *, client: str | 
         if channel is not None:
             deliveries = deliveries.filter(channel=channel)
         deliveries = list(deliveries)
-        try:
-            with transaction.atomic():  # all sends counted, or none
-                for name, recipient in limits.lock_order((d.channel, d.recipient_value) for d in deliveries):
-                    refusal = limits.reserve_send(name, recipient, resend=True)
-                    if refusal is not None:
-                        raise _Refused(refusal)
-        except _Refused as refused:
-            note(outcome="refused", level=logging.INFO, reason=refused.refusal.reason)
-            return ResendResult(False, refused.refusal)
+        # A channel removed from settings cannot send (redrive ends its deliveries): refused, not a KeyError,
+        # when nothing else could confirm the action.
+        configured = app_settings.CHANNELS
+        orphaned = [d for d in deliveries if d.channel not in configured]
+        deliveries = [d for d in deliveries if d.channel in configured]
+        if orphaned and (not deliveries or locked.channel_policy == "all"):
+            note(outcome="refused", level=logging.INFO, reason="channel no longer configured")
+            return ResendResult(False)
+        # Each recipient's limit and cooldown, and the asking client's and user's limit across recipients: all
+        # sends counted, or (refused) none.
+        refused = limits.reserve_sends(((d.channel, d.recipient_value) for d in deliveries), client=client,
+                                       user=user, resend=True)
+        if refused is not None:
+            _name, refusal = refused
+            note(outcome="refused", level=logging.INFO, reason=refusal.reason)
+            return ResendResult(False, refusal)
         for delivery in deliveries:
             restart(delivery, locked)
         note(channel=",".join(sorted({d.channel for d in deliveries})) or channel)
@@ -282,22 +291,27 @@ def resend(action: DeferredAction, channel: str | None = None, *, client: str | 
 
 
 def restart(delivery: Delivery, action: DeferredAction) -> None:
-    """New generation: clears the digest and queues a new secret (caller holds both row locks).
+    """New generation: clears the digest and queues a new secret (caller holds both row locks; the delivery's
+    channel is configured, and its send was counted against the send limits).
 
-    The new secret gets the channel's full EXPIRES again, and the action lives at least as long."""
+    The new secret gets the channel's full EXPIRES again, but never past the action's deadline (the
+    ``valid_until`` given to save()), and the action lives as long, up to that deadline: however often it is
+    resent, a change given five minutes stays confirmable five minutes.  Wrong attempts are kept: a new
+    secret is not a new set of tries (``send_attempts``, the provider calls of one generation, start over)."""
     conf = app_settings.channel(delivery.channel)
-    now = timezone.now()
+    expires_at = timezone.now() + conf["EXPIRES"]
+    if action.deadline is not None:
+        expires_at = min(expires_at, action.deadline)
     delivery.generation += 1
     delivery.secret_digest = ""
     delivery.status = DeliveryStatus.QUEUED
     delivery.status_detail = ""
-    delivery.attempts = 0
     delivery.send_attempts = 0
-    delivery.expires_at = now + conf["EXPIRES"]
-    delivery.save(update_fields=["generation", "secret_digest", "status", "status_detail", "attempts",
-                                 "send_attempts", "expires_at", "updated_at"])
-    if action.valid_until < delivery.expires_at:
-        action.valid_until = delivery.expires_at
+    delivery.expires_at = expires_at
+    delivery.save(update_fields=["generation", "secret_digest", "status", "status_detail", "send_attempts",
+                                 "expires_at", "updated_at"])
+    if action.valid_until < expires_at:
+        action.valid_until = expires_at
         action.save(update_fields=["valid_until", "updated_at"])
     dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation, queue=conf["QUEUE"],
                      action_id=action.pk)

@@ -13,23 +13,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from django_integration.models import DeferredAction, Delivery, Payout
 from django_integration.signals import action_expired
-from pipeline import dispatch
+from pipeline import dispatch, limits
 from pipeline.channels import configured_channel
+from pipeline.channels.base import recipient_values, redact_contacts
 from pipeline.conf import app_settings
 from pipeline.lifecycle.confirming import expire_one
 from pipeline.lifecycle.delivery import restart
-from pipeline.lifecycle.transitions import lock, logger, signal_on_commit
+from pipeline.lifecycle.transitions import fail, lock, logger, signal_on_commit
 from pipeline.states import OPEN, TERMINAL, DeliveryStatus, State
 
 Progress = Callable[[int], None]
+#: Delivery states that may still lead to a confirmation.
+LIVE = [DeliveryStatus.QUEUED, DeliveryStatus.GENERATED, DeliveryStatus.SENT, DeliveryStatus.DELIVERED]
 
 
 def stale_actions(now: datetime | None = None) -> QuerySet[DeferredAction]:
@@ -50,16 +54,20 @@ def orphaned_payouts(now: datetime | None = None) -> QuerySet[Payout]:
 
 
 def stuck_actions(now: datetime | None = None) -> QuerySet[DeferredAction]:
-    """What :func:`redrive` queues again: actions ``confirmed`` untouched for longer than REDRIVE_AFTER, and
-    open, not past due actions either still ``pending`` that long or with a delivery whose new secret has
-    waited that long (a resend whose publish was lost leaves a ``notified`` action with a queued delivery)."""
+    """What :func:`redrive` queues again (or ends): actions ``confirmed`` untouched for longer than
+    REDRIVE_AFTER, and open, not past due actions either still ``pending`` that long, or with a delivery whose
+    new secret has waited that long (a resend whose publish was lost leaves a ``notified`` action with a
+    queued delivery), or with a delivery still waiting on a channel no longer in settings."""
     now = now or timezone.now()
     cutoff = now - app_settings.REDRIVE_AFTER
     waiting = Delivery.objects.filter(action=OuterRef("pk"), updated_at__lt=cutoff,
                                       status__in=[DeliveryStatus.QUEUED, DeliveryStatus.GENERATED])
+    orphaned = Delivery.objects.filter(action=OuterRef("pk"), status__in=LIVE).exclude(
+        channel__in=list(app_settings.CHANNELS))
     return DeferredAction.objects.filter(
         Q(state=State.CONFIRMED, updated_at__lt=cutoff)
-        | (Q(state__in=OPEN, valid_until__gt=now) & (Q(state=State.PENDING, updated_at__lt=cutoff) | Exists(waiting))))
+        | (Q(state__in=OPEN, valid_until__gt=now)
+           & (Q(state=State.PENDING, updated_at__lt=cutoff) | Exists(waiting) | Exists(orphaned))))
 
 
 def _redelivery_window() -> timedelta:
@@ -125,21 +133,132 @@ def expire(now: datetime | None = None, batch_size: int | None = None, progress:
     return total
 
 
-def _redrive_deliveries(action: DeferredAction, cutoff: datetime, now: datetime) -> None:
-    """A queued delivery's generate_token was lost: publish it again (it is idempotent).  A generated one
-    whose send has shown no sign of life since the cutoff (a retrying send touches the row on every retry)
-    lost its sealed secret: start a new generation.  If its send already called the provider, the broker
-    redelivers that task after its visibility timeout (an SMS or payout made once, then recognised); only
-    past that window is a new generation (a new secret, a new send) the way out."""
-    late_send = now - max(app_settings.REDRIVE_AFTER, _redelivery_window())
-    for delivery in action.deliveries.select_for_update().filter(
-            status__in=[DeliveryStatus.QUEUED, DeliveryStatus.GENERATED]):
+@dataclass
+class _Sweep:
+    """What one redrive batch does: the re-sends it wants (counted against the send limits before any is
+    made), the actions it re-queued (each counts one redrive), and how many it ended."""
+
+    now: datetime
+    cutoff: datetime
+    late_send: datetime
+    resends: list[tuple[DeferredAction, Delivery, str]] = field(default_factory=list)
+    requeued: set = field(default_factory=set)
+    failed: int = 0
+
+
+def _redrive_one(action: DeferredAction, sweep: _Sweep) -> None:
+    """Re-queue one stuck action (row-locked by the batch), or end it: past MAX_REDRIVES, or with no channel
+    left that could confirm it."""
+    if action.state == State.CONFIRMED:
+        if _given_up(action, sweep, "the change was never applied"):
+            return
+        dispatch.enqueue(dispatch.APPLY_ACTION, str(action.pk), queue=app_settings.APPLY_QUEUE)
+        sweep.requeued.add(action.pk)
+        return
+    deliveries = list(action.deliveries.select_for_update().filter(status__in=LIVE).order_by("pk"))
+    configured = app_settings.CHANNELS
+    orphaned = [d for d in deliveries if d.channel not in configured]
+    if orphaned and _end_orphans(action, orphaned, sweep):
+        return
+    queued, stale = [], []
+    for delivery in deliveries:
+        if delivery.channel not in configured:
+            continue
         if delivery.status == DeliveryStatus.QUEUED:
-            dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation,
-                             queue=app_settings.channel(delivery.channel)["QUEUE"], action_id=action.pk)
-            Delivery.objects.filter(pk=delivery.pk).update(updated_at=now)
-        elif delivery.updated_at < (late_send if delivery.send_attempts else cutoff):
-            restart(delivery, action)
+            queued.append(delivery)
+        elif delivery.status == DeliveryStatus.GENERATED and delivery.updated_at < (
+                sweep.late_send if delivery.send_attempts else sweep.cutoff):
+            stale.append(delivery)
+    if not (queued or stale):
+        return  # a send that reached its provider, waiting for the broker's redelivery: no redrive
+    if _given_up(action, sweep, _last_detail(queued + stale)):
+        return
+    # A queued delivery's generate_token was lost: publish it again (it is idempotent; its send was counted
+    # when it was queued).
+    for delivery in queued:
+        dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation,
+                         queue=configured[delivery.channel]["QUEUE"], action_id=action.pk)
+        Delivery.objects.filter(pk=delivery.pk).update(updated_at=sweep.now)
+        sweep.requeued.add(action.pk)
+    # A generated one whose send has shown no sign of life since the cutoff (a retrying send touches the row
+    # on every retry) lost its sealed secret, or its send failed with an error that is neither transient nor
+    # permanent: a new generation, a new send, counted against the send limits (after the whole batch is
+    # known, in lock order).  If the send already called the provider, the broker redelivers that task after
+    # its visibility timeout (an SMS or payout made once, then recognised); only past that window is a new
+    # generation the way out.
+    for delivery in stale:
+        try:
+            recipient = delivery.recipient_value
+        except Exception:  # a sealed recipient that no key opens any more (a SECRET_KEY rotated away)
+            _fail_delivery(action, delivery, "the recipient can no longer be read", sweep)
+            if not action.is_open:
+                return
+            continue
+        sweep.resends.append((action, delivery, recipient))
+
+
+def _resend_counted(sweep: _Sweep) -> None:
+    """Make the re-sends the send limits allow, each counted like any send; a refused one is left as it is
+    (no redrive counted: it ends when the action expires, or is re-sent by a later sweep)."""
+    ordered = sorted(sweep.resends, key=lambda item: limits.recipient_key(item[1].channel, item[2]))
+    for action, delivery, recipient in ordered:
+        if not action.is_open:
+            continue
+        if limits.reserve_send(delivery.channel, recipient) is not None:
+            continue
+        restart(delivery, action)
+        sweep.requeued.add(action.pk)
+
+
+def _given_up(action: DeferredAction, sweep: _Sweep, detail: str) -> bool:
+    """Past MAX_REDRIVES: the action ends failed, with what went wrong last."""
+    limit = app_settings.MAX_REDRIVES
+    if action.redrives < limit:
+        return False
+    fail(action, f"gave up after {action.redrives} redrives: {detail}")
+    sweep.failed += 1
+    logger.warning("redrive: action %s failed: %s", action.pk, action.failure_reason,
+                   extra={"event": "redrive", "outcome": "failed", "action_id": str(action.pk),
+                          "reason": action.failure_reason})
+    return True
+
+
+def _last_detail(deliveries: list[Delivery]) -> str:
+    """The last reason one of the stuck ``deliveries`` recorded (contacts masked), or a plain statement."""
+    told = sorted((d for d in deliveries if d.status_detail), key=lambda d: (d.updated_at, d.pk))
+    if not told:
+        return "the confirmation was never sent"
+    delivery = told[-1]
+    try:
+        known = recipient_values(delivery.recipient_value)
+    except Exception:
+        known = recipient_values(delivery.recipient)
+    return redact_contacts(delivery.status_detail, known)
+
+
+def _end_orphans(action: DeferredAction, orphaned: list[Delivery], sweep: _Sweep) -> bool:
+    """Deliveries of channels removed from settings can never be confirmed: failed; the action too when no
+    other delivery can still confirm it (as a permanent send failure would).  True if the action ended."""
+    for delivery in orphaned:
+        _fail_delivery(action, delivery, f"the {delivery.channel} channel is no longer configured", sweep)
+        if not action.is_open:
+            return True
+    return False
+
+
+def _fail_delivery(action: DeferredAction, delivery: Delivery, reason: str, sweep: _Sweep) -> None:
+    delivery.status = DeliveryStatus.FAILED
+    delivery.status_detail = reason
+    delivery.secret_digest = ""
+    delivery.save(update_fields=["status", "status_detail", "secret_digest", "updated_at"])
+    hopeless = action.channel_policy == "all" or not action.deliveries.exclude(
+        status__in=[DeliveryStatus.FAILED, DeliveryStatus.SUPERSEDED]).exists()
+    if action.is_open and hopeless:
+        fail(action, reason)
+        sweep.failed += 1
+        logger.warning("redrive: action %s failed: %s", action.pk, reason,
+                       extra={"event": "redrive", "outcome": "failed", "action_id": str(action.pk),
+                              "channel": delivery.channel, "reason": reason})
 
 
 def expire_now(action: DeferredAction) -> bool:
@@ -190,15 +309,19 @@ def _discard_stored_secrets(deliveries) -> None:
 def redrive(now: datetime | None = None, batch_size: int | None = None, progress: Progress | None = None) -> int:
     """Re-enqueue actions stuck in ``pending`` or ``confirmed`` longer than REDRIVE_AFTER (the outbox sweep).
 
-    A pending delivery gets a new generation (its secret, if one was made, was never sent or is lost);
-    a confirmed action gets its apply enqueued again (apply is idempotent).
+    A pending delivery gets a new generation (its secret, if one was made, was never sent or is lost), sent
+    only within the channel's send limits; a confirmed action gets its apply enqueued again (apply is
+    idempotent).  Every failure ends: an action re-queued MAX_REDRIVES times ends ``failed`` with the last
+    reason known instead of being re-queued once more, and one waiting on a channel no longer in settings
+    ends ``failed`` at once (if no other channel can still confirm it).
     """
     started = time.monotonic()
     now = now or timezone.now()
     size = batch_size or app_settings.BATCH_SIZE
     cutoff = now - app_settings.REDRIVE_AFTER
+    late_send = now - max(app_settings.REDRIVE_AFTER, _redelivery_window())
     stuck = stuck_actions(now)
-    total = 0
+    total = failed = 0
     last = None
     while True:
         with transaction.atomic():
@@ -208,15 +331,17 @@ def redrive(now: datetime | None = None, batch_size: int | None = None, progress
             if not ids:
                 break
             last = ids[-1]
-            for action in DeferredAction.objects.filter(pk__in=ids):
-                if action.state == State.CONFIRMED:
-                    dispatch.enqueue(dispatch.APPLY_ACTION, str(action.pk), queue=app_settings.APPLY_QUEUE)
-                else:
-                    _redrive_deliveries(action, cutoff, now)
+            sweep = _Sweep(now=now, cutoff=cutoff, late_send=late_send)
+            for action in DeferredAction.objects.filter(pk__in=ids).order_by("pk"):
+                _redrive_one(action, sweep)
+            _resend_counted(sweep)
+            if sweep.requeued:
+                DeferredAction.objects.filter(pk__in=sweep.requeued).update(redrives=F("redrives") + 1)
             # Touching updated_at keeps the next sweep off these rows until REDRIVE_AFTER passes again.
             DeferredAction.objects.filter(pk__in=ids).update(updated_at=now)
         total += len(ids)
+        failed += sweep.failed
         if progress is not None:
             progress(total)
-    _log_sweep("redrive", total, started)
+    _log_sweep("redrive", total, started, failed=failed)
     return total

@@ -11,8 +11,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from django_integration.models import DeferredAction, Delivery
+from django_integration.models import DeferredAction, Delivery, seal_recipient
 from pipeline import dispatch, formdata, limits, routing
+from pipeline.channels import get_channel
 from pipeline.conf import app_settings
 from pipeline.lifecycle.transitions import logged_step, note
 
@@ -70,13 +71,32 @@ def recipients_for(form: Any, names: list[str]) -> dict[str, str]:
     return {name: stored_recipient(recipient) for name, recipient in recipients.items()}
 
 
+def is_sensitive_recipient(form: Any, channel: str) -> bool:
+    """Whether ``channel``'s recipient must not be stored in clear: the channel says so (a bank account), or
+    the form's ``recipient_field`` is one of its sensitive fields (a PasswordInput or ``sensitive_fields``)."""
+    if getattr(get_channel(channel), "sensitive_recipient", False):
+        return True
+    field = getattr(form, "recipient_field", None)
+    return bool(field) and field in formdata.sensitive_field_names(form)
+
+
+def delivery_recipient(form: Any, channel: str, recipient: str) -> dict[str, str]:
+    """The Delivery fields holding ``recipient``: as is, or for a sensitive one masked (last 4) with the full
+    value sealed, so that a database dump shows no account number."""
+    if not is_sensitive_recipient(form, channel):
+        return {"recipient": recipient}
+    masked, sealed = seal_recipient(recipient)
+    return {"recipient": masked, "recipient_sealed": sealed}
+
+
 @logged_step("stage", done="staged")
 def stage(form: Any, *, user: Any = None, description: str | None = None, valid_until: datetime | None = None,
           channels: list[str] | None = None, client: str | None = None) -> DeferredAction:
     """Store ``form`` (valid, bound) as a pending action; deliveries are enqueued when the caller commits.
 
     Raises :class:`pipeline.limits.SendLimitExceeded` if a recipient was sent too many secrets recently
-    (DeferredForm reports that as a form error during validation already)."""
+    (DeferredForm reports that as a form error during validation already), or the ``client`` (its address,
+    :func:`django_integration.clients.client_address`) or signed-in ``user`` asked for too many lately."""
     model = form._meta.model
     chosen = form_route(form, channels)
     recipients = recipients_for(form, chosen.channels)
@@ -92,18 +112,12 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
     check_storable(form, instance, user)
 
     # No savepoint: inside a caller's transaction (a view under ATOMIC_REQUESTS) one costs two round trips.
-    # Every recipient's limit is checked before anything is written, and a refusal is raised after the block,
-    # so a refused save leaves the caller's transaction usable and counts nothing.
-    refused: tuple[str, limits.SendRefusal] | None = None
+    # Every limit (each recipient's, the client's and the user's across recipients) is checked before anything
+    # is written, and a refusal is raised after the block, so a refused save leaves the caller's transaction
+    # usable and counts nothing.  The sends are counted with the action, or not at all.
     with transaction.atomic(savepoint=False):
-        for name, recipient in limits.lock_order(recipients.items()):
-            refusal = limits.check_send_locked(name, recipient, now=now)
-            if refusal is not None:
-                refused = (name, refusal)
-                break
-        else:
-            for name, recipient in recipients.items():  # counted with the action, or not at all
-                limits.record_send(name, recipient, now=now)
+        refused = limits.reserve_sends(recipients.items(), client=client, user=user, now=now)
+        if refused is None:
             action = DeferredAction.objects.create(
                 form_class=form_path(type(form)),
                 form_data=formdata.dump(form),
@@ -116,10 +130,12 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
                 channel_policy=chosen.policy,
                 created_at=now,
                 valid_until=max(expiry.values()),
+                deadline=valid_until,  # no resend or redrive keeps the action open past it
             )
             note(action_id=action.pk, channel=",".join(chosen.channels), to_state=action.state)
             for name in chosen.channels:
-                delivery = Delivery.objects.create(action=action, channel=name, recipient=recipients[name],
+                delivery = Delivery.objects.create(action=action, channel=name,
+                                                   **delivery_recipient(form, name, recipients[name]),
                                                    expires_at=expiry[name])
                 dispatch.enqueue(dispatch.GENERATE_TOKEN, delivery.pk, delivery.generation,
                                  queue=app_settings.channel(name)["QUEUE"], action_id=action.pk)

@@ -4,7 +4,9 @@ Nothing leaves the site: ``initiate`` writes the account and the two amounts to 
 the operator (or a cron job feeding the bank's batch-payment upload) runs ``manage.py export_payouts`` to
 read them, as CSV or JSON, and mark them exported.  The amounts are the secret, so they are sealed with
 :mod:`pipeline.crypto` (bound to the payout's idempotency key, so a sealed value copied onto another row
-does not open there): a database dump does not show them, only the export with the site's key does.
+does not open there): a database dump does not show them, only the export with the site's key does.  The
+bank account is sensitive too: ``Payout.account`` holds it with its numbers masked (last 4, for the admin),
+``Payout.account_sealed`` the full account sealed, opened by the export.
 
 Idempotent: the payout's ``idempotency_key`` is unique, so a retried or replayed send task finds the row
 it wrote before and never creates a second payout.
@@ -48,19 +50,21 @@ class LedgerPayoutBackend(PayoutBackend):
 
     def initiate(self, account: dict[str, Any], amounts: tuple[int, int], idempotency_key: str, *,
                  delivery: Delivery | None = None) -> str:
-        from django_integration.models import Payout
+        from django_integration.models import Payout, seal_recipient
 
         account = checked_account(account)
         pair = checked_amounts(amounts)
         existing = Payout.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:  # a retry of a send whose first try got this far
             return self.reference(existing)
+        masked, sealed = seal_recipient(json.dumps(account, sort_keys=True, ensure_ascii=False))
         try:
             with transaction.atomic():
                 payout = Payout.objects.create(
                     delivery=delivery,
                     idempotency_key=idempotency_key,
-                    account=json.dumps(account, sort_keys=True, ensure_ascii=False),
+                    account=masked,
+                    account_sealed=sealed,
                     amounts_sealed=seal_amounts(idempotency_key, pair),
                     currency=self.currency,
                 )

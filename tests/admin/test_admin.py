@@ -269,7 +269,7 @@ def test_delivery_and_payout_pages_never_show_amounts_or_account_numbers(admin_c
     amounts = open_amounts(payout)
     numbers = [v for k, v in account.items() if k != "bank_holder"]
     numbers += [v.replace(" ", "") for v in numbers] + [account["bank_holder"]]
-    numbers += [str(v) for v in json.loads(delivery.recipient).values() if len(str(v)) > 2]
+    numbers += [str(v) for v in json.loads(delivery.recipient_value).values() if len(str(v)) > 2]
 
     pages = {
         "deliveries": reverse("admin:confirmation_delivery_changelist"),

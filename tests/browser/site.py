@@ -24,9 +24,13 @@ import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from example import demo
 from example.fakes.twilio import FakeTwilio
+
+if TYPE_CHECKING:  # playwright may be missing: the browser tests are then skipped, not broken
+    from playwright.sync_api import Page
 
 ROOT = demo.ROOT
 ARTIFACTS = ROOT / "test-artifacts"
@@ -117,13 +121,17 @@ class ExampleSite:
 
     # --- reading the site as a person or an operator would --------------------------------------------------
 
-    def state(self, action_id: str) -> dict:
-        """The status endpoint's JSON (a client of its own: no cookies needed)."""
-        return demo.Browser(self.base).state(action_id)
+    def state(self, page: Page, action_id: str) -> dict:
+        """The status endpoint's JSON, asked by the person's browser (``page``'s cookies): an action's pages
+        answer only the session or user it belongs to."""
+        response = page.request.get(f"{self.base}/confirm/status/{action_id}/",
+                                    headers={"Accept": "application/json"})
+        assert response.status == 200, f"status endpoint of {action_id} answered {response.status}"
+        return response.json()
 
-    def wait_for_state(self, action_id: str, *states: str, timeout: float = 25) -> dict:
+    def wait_for_state(self, page: Page, action_id: str, *states: str, timeout: float = 25) -> dict:
         def probe():
-            current = self.state(action_id)
+            current = self.state(page, action_id)
             if current["state"] in ("failed", "expired", "cancelled", "locked") and current["state"] not in states:
                 raise AssertionError(f"action {action_id} ended as {current['state']}: {current['failure_reason']}")
             return current if current["state"] in states else None
@@ -146,9 +154,9 @@ class ExampleSite:
         assert found, f"no code in the SMS: {message['body']!r}"
         return found.group(1)
 
-    def deposit_amounts(self, action_id: str) -> tuple[str, str]:
+    def deposit_amounts(self, page: Page, action_id: str) -> tuple[str, str]:
         """The two micro-deposits, as the operator reads them: ``manage.py export_payouts --json``."""
-        self.wait_for_state(action_id, "notified")  # the ledger row is written before the action is notified
+        self.wait_for_state(page, action_id, "notified")  # the ledger row is written before the action is notified
         out = self.procs.run("export_payouts", sys.executable, "manage.py", "export_payouts", "--json",
                              "--action", action_id, capture=True)
         rows = json.loads(out)

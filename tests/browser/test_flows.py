@@ -85,7 +85,7 @@ def watch_status_until_applied(page: Page, shot, site: ExampleSite, action_id: s
     expect(refresh).to_have_count(0)  # final: no more reloading
     check_page(page)
     shot(page, "status-applied")
-    assert site.state(action_id)["state"] == "applied"
+    assert site.state(page, action_id)["state"] == "applied"
 
 
 def test_email_change(page: Page, shot, example_site: ExampleSite, js: bool):
@@ -104,14 +104,14 @@ def test_email_change(page: Page, shot, example_site: ExampleSite, js: bool):
 
     recipient, link_path = site.mailed_link(action_id)
     assert recipient == new_email
-    site.wait_for_state(action_id, "notified")
+    site.wait_for_state(page, action_id, "notified")
     response = page.goto(link_path)
     assert response.status == 200
     confirm = page.get_by_role("button", name="Confirm", exact=True)
     expect(confirm).to_be_focused()
     check_page(page)
     shot(page, "link")
-    assert site.state(action_id)["state"] == "notified", "opening the link (GET) must not confirm"
+    assert site.state(page, action_id)["state"] == "notified", "opening the link (GET) must not confirm"
 
     with site.worker_paused():
         submit(page, "Confirm", status=302)
@@ -162,7 +162,7 @@ def test_phone_change(page: Page, shot, example_site: ExampleSite, js: bool):
     assert alert.get_attribute("id") in page.locator("#id_code").get_attribute("aria-describedby").split()
     shot(page, "code-wrong")
 
-    site.wait_for_state(action_id, "notified")
+    site.wait_for_state(page, action_id, "notified")
     with site.worker_paused():
         page.get_by_label("Confirmation code").fill(f"{code[:3]} {code[3:]}")
         submit(page, "Confirm", status=302)
@@ -186,7 +186,7 @@ def test_bank_account(page: Page, shot, example_site: ExampleSite, js: bool):
     expect(first_field).to_be_focused()
     check_page(page, expect_errors=False)
     shot(page, "deposits")
-    first, second = site.deposit_amounts(action_id)
+    first, second = site.deposit_amounts(page, action_id)
 
     first_field.fill("twelve")
     second_field.fill(first)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import string
+import uuid
 from datetime import timedelta
 from urllib.parse import quote
 
@@ -37,7 +38,7 @@ from tests.channels.microdeposit.conftest import IBAN_ACCOUNT, exported_amounts
 from tests.channels.microdeposit.forms import BankAccountForm
 from tests.channels.sms.conftest import FROM, code_in
 from tests.channels.sms.forms import ProfilePhoneForm
-from tests.conftest import link_token
+from tests.conftest import link_token, own
 from tests.testapp.forms import ProfileEmailForm, ProfileForm
 from tests.testapp.models import Profile
 
@@ -96,8 +97,10 @@ def channels(settings, fake_twilio):
 
 
 @pytest.fixture
-def stage(db, eager, channels, fake_twilio, django_capture_on_commit_callbacks):
-    """``stage.email()``, ``stage.sms()``, ``stage.deposits()``: (action, secret) with the secret as received."""
+def stage(db, eager, channels, fake_twilio, django_capture_on_commit_callbacks, client):
+    """``stage.email()``, ``stage.sms()``, ``stage.deposits()``: (action, secret) with the secret as received.
+    Each action belongs to the test's ``client`` (its session saved it, or it is signed in as the ``user``
+    given to ``save()``): the hostile input reaches the pages themselves, not just their 404."""
 
     class Stage:
         @staticmethod
@@ -107,6 +110,7 @@ def stage(db, eager, channels, fake_twilio, django_capture_on_commit_callbacks):
                 action = form.save(**kwargs)
             action.refresh_from_db()
             assert action.state == "notified", action.state
+            own(client, action)
             return action
 
         def email(self, **kwargs) -> tuple[DeferredAction, str]:
@@ -421,6 +425,54 @@ def test_cross_action_and_replayed_secrets(stage, channels, client):
         unchanged(action)
 
 
+def test_a_stranger_gets_404_whatever_it_sends_to_someone_elses_action(stage, channels, fake_twilio, client):
+    """The action's id alone grants nothing: a client that neither saved the action nor is signed in as its
+    user gets, for any input and even the right secret, the very 404 of an id that does not exist; nothing is
+    counted, sent, locked or shown, and the owner on the same address is not throttled by it."""
+    channels(sms=5, microdeposit=3)
+    sms_action, code = stage.sms(description="Stranger: new phone")
+    md_action, pair = stage.deposits(description="Stranger: new bank account")
+    anonymous = Client()  # same address as the owner's ``client``
+    signed_in = Client()
+    signed_in.force_login(get_user_model().objects.create_user("eve", password="x" * 12))
+    strangers = (anonymous, signed_in)
+    texts_sent = len(fake_twilio.messages)
+    missing = uuid.uuid4()
+    # What each of them is answered for an id that does not exist.
+    not_found = {(stranger, view): stranger.post(reverse(f"confirmation:{view}", args=[missing]), {"code": "1"})
+                 for stranger in strangers for view in ("code", "deposits")}
+
+    @FUZZ
+    @given(any_text, any_text)
+    def check(first, second):
+        for stranger in strangers:
+            for view, url, data in (("code", code_url(sms_action), {"code": first}),
+                                    ("deposits", deposits_url(md_action), {"first": first, "second": second})):
+                response = stranger.post(url, data)
+                assert_refused(response, 404)
+                assert response.content == not_found[stranger, view].content
+
+    check()
+    for stranger in strangers:
+        assert_refused(stranger.post(code_url(sms_action), {"code": code}), 404)
+        assert_refused(stranger.post(deposits_url(md_action), dict(zip(("first", "second"), cents(pair),
+                                                                         strict=True))), 404)
+        for action in (sms_action, md_action):
+            for url in (code_url(action), deposits_url(action), reverse("confirmation:status", args=[action.pk])):
+                response = stranger.get(url)
+                assert_refused(response, 404)
+                assert action.description not in response.content.decode()
+            response = stranger.get(reverse("confirmation:status", args=[action.pk]), HTTP_ACCEPT="application/json")
+            assert (response.status_code, response.json()) == (404, {"error": "not_found"})
+            assert_refused(stranger.post(reverse("confirmation:resend", args=[action.pk])), 404)
+    for action in (sms_action, md_action):
+        unchanged(action)
+        assert attempts(action) == 0
+    assert len(fake_twilio.messages) == texts_sent  # no resend went out
+    # None of it counted against the address: the owner's right code still goes through at once.
+    assert client.post(code_url(sms_action), {"code": code}).status_code == 302
+
+
 def test_a_resent_secret_kills_the_old_one(stage, client):
     action, old = stage.email()
     result = pipeline.resend(action)
@@ -437,6 +489,8 @@ def test_the_global_throttle_holds_across_actions(stage, channels):
     md_action, pair = stage.deposits()
     email_action, token = stage.email()
     attacker = Client(REMOTE_ADDR="203.0.113.7")
+    for action in [a for a, _ in sms] + [md_action, email_action]:
+        own(attacker, action)  # the attacker saved them (say, from a stolen session) but never got the secrets
 
     statuses = []
     for i in range(limit):
@@ -471,6 +525,7 @@ def test_the_global_throttle_holds_across_actions(stage, channels):
 
     # Another client is not blocked by the attacker's failures.
     honest = Client(REMOTE_ADDR="198.51.100.9")
+    own(honest, sms[0][0])
     assert honest.post(code_url(sms[0][0]), {"code": sms[0][1]}).status_code == 302
     sms[0][0].refresh_from_db()
     assert sms[0][0].state in ("confirmed", "applied")
@@ -479,8 +534,8 @@ def test_the_global_throttle_holds_across_actions(stage, channels):
 def test_the_throttle_counts_a_signed_in_user_across_addresses(stage, channels):
     channels(sms=50)
     limit = app_settings.FAILED_ATTEMPTS_LIMIT
-    action, code = stage.sms()
     user = get_user_model().objects.create_user("mallory", password="x" * 12)
+    action, code = stage.sms(user=user)  # mallory's own change: every device she signs in on may try codes
     for i in range(limit):
         client = Client(REMOTE_ADDR=f"192.0.2.{i + 1}")
         client.force_login(user)

@@ -47,7 +47,7 @@ from tests.channels.microdeposit.conftest import IBAN_ACCOUNT, exported_amounts
 from tests.channels.microdeposit.forms import BankAccountForm
 from tests.channels.sms.conftest import FROM, code_in
 from tests.channels.sms.forms import ProfilePhoneForm
-from tests.conftest import link_token
+from tests.conftest import link_token, own
 from tests.faults.secrets_audit_forms import SealedEmailForm
 from tests.ops_flower.test_flower import PASSWORD, USER, FlowerProcess, _wait_until_flower_hears_the_worker
 from tests.testapp.models import Profile
@@ -291,6 +291,8 @@ def test_no_secret_anywhere_after_a_full_run_of_every_channel(audit, settings, a
         assert form.is_valid(), form.errors
         md_action = form.save(description="Audit: new bank account")
         actions = [email_action, sms_action, md_action]
+        for action in actions:
+            own(client, action)  # the client is the visitor who saved all three
 
         [message] = wait_for(lambda: worker.mails_to(new_email), timeout=30,
                              what=f"the worker to write the mail\n{worker.output()}")

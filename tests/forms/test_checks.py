@@ -10,6 +10,14 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 SITE = "https://confirm.example.org"
+#: A cache web processes share, with atomic increments (never contacted: the checks only read the settings).
+SHARED_CACHE = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:6379/0"}
+
+
+@pytest.fixture(autouse=True)
+def shared_cache(settings):
+    """The test settings use Django's per-process default cache, which the throttle check warns about."""
+    settings.CACHES = {"default": SHARED_CACHE}
 
 
 def problems() -> list[Error]:
@@ -34,6 +42,11 @@ def test_the_test_settings_pass(settings):
         "DEFAULT_CHANNELS": ["email"],
         "RETENTION": timedelta(days=1),
         "BATCH_SIZE": 10,
+        "TRUSTED_PROXY_COUNT": 1,
+        "TRUSTED_CLIENT_IP_HEADER": "X-Real-IP",
+        "MAX_REDRIVES": 5,
+        "SEND_LIMIT_PER_CLIENT": None,
+        "SEND_WINDOW_PER_CLIENT": timedelta(minutes=30),
     }
     assert problems() == []
 
@@ -113,6 +126,16 @@ GARBAGE = {
     "phone region": ({"PHONE_REGION": "USA"}, "PHONE_REGION"),
     "redrive shorter than backoff": ({"REDRIVE_AFTER": timedelta(minutes=1)}, "REDRIVE_AFTER"),
     "celery app not an app": ({"CELERY_APP": "pipeline.conf.app_settings"}, "not a Celery app"),
+    "negative proxy count": ({"TRUSTED_PROXY_COUNT": -1}, "TRUSTED_PROXY_COUNT"),
+    "proxy count not a number": ({"TRUSTED_PROXY_COUNT": "1"}, "TRUSTED_PROXY_COUNT"),
+    "proxy count a bool": ({"TRUSTED_PROXY_COUNT": True}, "TRUSTED_PROXY_COUNT"),
+    "empty client ip header": ({"TRUSTED_CLIENT_IP_HEADER": " "}, "TRUSTED_CLIENT_IP_HEADER"),
+    "client ip header not a string": ({"TRUSTED_CLIENT_IP_HEADER": ["X-Real-IP"]}, "TRUSTED_CLIENT_IP_HEADER"),
+    "no redrives": ({"MAX_REDRIVES": 0}, "MAX_REDRIVES"),
+    "send limit per client zero": ({"SEND_LIMIT_PER_CLIENT": 0}, "SEND_LIMIT_PER_CLIENT"),
+    "send limit per client text": ({"SEND_LIMIT_PER_CLIENT": "10"}, "SEND_LIMIT_PER_CLIENT"),
+    "send window per client zero": ({"SEND_WINDOW_PER_CLIENT": timedelta(0)}, "SEND_WINDOW_PER_CLIENT"),
+    "send window per client seconds": ({"SEND_WINDOW_PER_CLIENT": 3600}, "SEND_WINDOW_PER_CLIENT"),
 }
 
 
@@ -120,3 +143,27 @@ GARBAGE = {
 def test_values_of_the_wrong_type_are_named_never_crash_the_check(settings, conf, named):
     found = only_problem(settings, {"SITE_URL": SITE, **conf})
     assert named in found.msg
+
+
+UNSHARED = {
+    "locmem": ("django.core.cache.backends.locmem.LocMemCache", "every web process counts"),
+    "dummy": ("django.core.cache.backends.dummy.DummyCache", "the throttle is off"),
+    "database": ("django.core.cache.backends.db.DatabaseCache", "can be lost"),
+}
+
+
+@pytest.mark.parametrize(("backend", "named"), UNSHARED.values(), ids=UNSHARED.keys())
+def test_a_throttle_cache_without_shared_atomic_counters_is_warned_about(settings, backend, named):
+    settings.DEFERRED_CONFIRMATION = {"SITE_URL": SITE, "THROTTLE_CACHE": "throttle"}
+    settings.CACHES = {"default": SHARED_CACHE, "throttle": {"BACKEND": backend, "LOCATION": "throttle"}}
+    [warning] = problems()
+    assert warning.id == "confirmation.W002" and not warning.is_serious()
+    assert "'throttle'" in warning.msg and named in warning.msg and "Redis" in warning.hint
+    call_command("check")  # a warning: manage.py check (and runserver, and the tests) still run
+
+
+def test_a_shared_throttle_cache_is_not_warned_about(settings):
+    settings.DEFERRED_CONFIRMATION = {"SITE_URL": SITE, "THROTTLE_CACHE": "throttle"}
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+                       "throttle": SHARED_CACHE}
+    assert problems() == []  # only the throttle's cache matters

@@ -151,6 +151,7 @@ def test_compose_wiring(config):
         env = service["environment"]
         assert env["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in env["DATABASE_URL"], name
         assert env["CELERY_BROKER_URL"] == "redis://redis:6379/0", name
+        assert env["CACHE_URL"] == "redis://redis:6379/1", name  # throttle counters shared by the web processes
         assert env["DEBUG"] == "0", name
         for key in ("SECRET_KEY", "SITE_URL", "ALLOWED_HOSTS"):
             assert env[key], (name, key)

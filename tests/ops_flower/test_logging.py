@@ -27,7 +27,7 @@ from pipeline import lifecycle
 from pipeline.logformat import JsonFormatter
 from pipeline.states import State
 from tests.channels.sms.forms import ProfilePhoneForm
-from tests.conftest import link_token
+from tests.conftest import link_token, own
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile
 from tests.web.test_secrets_audit import record_text
@@ -142,6 +142,7 @@ def test_an_sms_confirmation_logs_its_steps_and_no_code_or_number(eager, client,
     assert pipeline.resend(action)
     second = fake_twilio.messages[-1]["body"].split()[0]
     assert second != first
+    own(client, action)
     assert client.post(reverse("confirmation:code", args=[action.pk]), {"code": second}).status_code == 302
     assert DeferredAction.objects.get(pk=action.pk).state == State.APPLIED
 

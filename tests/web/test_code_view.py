@@ -13,6 +13,7 @@ import pipeline
 from django_integration.models import DeferredAction, Delivery
 from pipeline import tokens
 from pipeline.channels.base import BaseChannel
+from tests.conftest import own
 
 #: What the fake outside world received: (recipient, code).  The code channel's "phone".
 SENT: list[tuple[str, str]] = []
@@ -53,8 +54,10 @@ def code_channel(settings):
 
 
 @pytest.fixture
-def staged_code(stage):
+def staged_code(stage, client):
+    """An action confirmed by a code; ``client`` is the browser that saved it (the pages are its own)."""
     staged = stage(channels=["testcode"])
+    own(client, staged.action)
     assert len(SENT) == 1
     recipient, code = SENT[-1]
     assert recipient == staged.new_email and re.fullmatch(r"\d{6}", code)
@@ -154,6 +157,8 @@ def test_code_of_one_action_does_not_confirm_another(stage, client, run_on_commi
     first_code, second_code = SENT[0][1], SENT[1][1]
     if first_code == second_code:
         pytest.skip("the two random codes happen to be equal")
+    own(client, first.action)
+    own(client, second.action)
     with run_on_commit():
         response = client.post(code_url(second.action.pk), {"code": first_code})
     assert response.status_code == 400
@@ -215,6 +220,7 @@ def test_code_pages_are_private(staged_code, client):
 
 
 def test_code_post_without_csrf_is_refused(staged_code, csrf_client, run_on_commit):
+    own(csrf_client, staged_code.action)
     with run_on_commit():
         response = csrf_client.post(code_url(staged_code.action.pk), {"code": staged_code.code})
     assert response.status_code == 403

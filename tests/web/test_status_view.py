@@ -10,6 +10,7 @@ import pytest
 from django.urls import reverse
 
 import pipeline
+from tests.conftest import own
 from tests.testapp.models import Profile
 
 REFRESH = re.compile(r'<meta http-equiv="refresh" content="(\d+)">')
@@ -28,6 +29,7 @@ def html_state(response) -> str:
 
 def test_pending_action_refreshes_itself(stage, client):
     staged = stage()
+    own(client, staged.action)
     response = client.get(status_url(staged.action.pk))
     assert response.status_code == 200
     assert html_state(response) == "notified"
@@ -37,6 +39,7 @@ def test_pending_action_refreshes_itself(stage, client):
 
 def test_confirmed_but_not_yet_applied_still_refreshes(stage, client):
     staged = stage()
+    own(client, staged.action)
     # No on-commit callbacks run here: the apply task stays queued, as while a worker is busy.
     assert pipeline.confirm(staged.token).status == "confirmed"
     response = client.get(status_url(staged.action.pk))
@@ -51,6 +54,7 @@ def test_confirmed_but_not_yet_applied_still_refreshes(stage, client):
 
 def test_applied_action_stops_refreshing(stage, client, run_on_commit):
     staged = stage()
+    own(client, staged.action)
     with run_on_commit():
         assert pipeline.confirm(staged.token).status == "confirmed"
     response = client.get(status_url(staged.action.pk))
@@ -62,6 +66,7 @@ def test_applied_action_stops_refreshing(stage, client, run_on_commit):
 
 def test_status_json(stage, client, run_on_commit):
     staged = stage()
+    own(client, staged.action)
     data = client.get(status_url(staged.action.pk), **JSON)
     assert data.status_code == 200
     assert data["Content-Type"] == "application/json"
@@ -79,6 +84,7 @@ def test_status_json(stage, client, run_on_commit):
 
 def test_browser_accept_header_gets_html(stage, client):
     staged = stage()
+    own(client, staged.action)
     accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
     response = client.get(status_url(staged.action.pk), HTTP_ACCEPT=accept)
     assert response["Content-Type"].startswith("text/html")
@@ -88,6 +94,7 @@ def test_browser_accept_header_gets_html(stage, client):
 
 def test_failed_action_shows_its_reason(stage, client, run_on_commit):
     staged = stage()
+    own(client, staged.action)
     Profile.objects.create(email=staged.new_email)  # someone took the address meanwhile
     with run_on_commit():
         assert pipeline.confirm(staged.token).status == "confirmed"
@@ -112,6 +119,7 @@ def test_other_terminal_states_do_not_refresh(stage, client, state):
     from django_integration.models import DeferredAction
 
     staged = stage()
+    own(client, staged.action)
     DeferredAction.objects.filter(pk=staged.action.pk).update(state=state)
     page = client.get(status_url(staged.action.pk))
     assert html_state(page) == state
@@ -138,6 +146,7 @@ def test_non_uuid_status_paths_are_404(db, client, segment):
 
 def test_status_page_is_private(stage, client):
     staged = stage()
+    own(client, staged.action)
     for response in (client.get(status_url(staged.action.pk)),
                      client.get(status_url(staged.action.pk), **JSON),
                      client.get(status_url(uuid.uuid4()))):
@@ -149,5 +158,6 @@ def test_status_page_is_private(stage, client):
 
 def test_status_view_only_reads(stage, client):
     staged = stage()
+    own(client, staged.action)
     assert client.post(status_url(staged.action.pk)).status_code == 405
     assert staged.refresh().action.state == "notified"

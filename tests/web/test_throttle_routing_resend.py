@@ -10,7 +10,7 @@ from django.urls import reverse
 
 import pipeline
 from django_integration.models import Delivery
-from tests.conftest import link_token
+from tests.conftest import link_token, own
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile
 from tests.web.test_code_view import SENT, code_channel, code_url, wrong_code  # noqa: F401 (autouse fixture)
@@ -28,6 +28,8 @@ def _two_channel_settings(settings, policy: str | None = None, **extra):
 def test_failures_across_many_actions_from_one_client_end_in_429(stage, client, settings):
     settings.DEFERRED_CONFIRMATION = {**settings.DEFERRED_CONFIRMATION, "FAILED_ATTEMPTS_LIMIT": 5}
     staged = [stage(channels=["testcode"]) for _ in range(3)]
+    for each in staged:
+        own(client, each.action)
     codes = [code for _recipient, code in SENT]
     statuses = []
     for i in range(6):  # spread over three actions: no action reaches its own limit of 3
@@ -41,6 +43,7 @@ def test_failures_across_many_actions_from_one_client_end_in_429(stage, client, 
     assert staged[0].refresh().action.state == "notified"
     # another client is not affected
     other = type(client)(REMOTE_ADDR="10.9.8.7")
+    own(other, staged[0].action)
     assert other.post(code_url(staged[0].action.pk), {"code": codes[0]}).status_code == 302
 
 
@@ -105,6 +108,7 @@ def _resend(client, action):
 
 def test_resend_page_sends_a_new_link_once_the_cooldown_allows(stage, client, settings, run_on_commit):
     staged = stage()
+    own(client, staged.action)
     refused = _resend(client, staged.action)
     assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
     assert "seconds" in refused.content.decode()
@@ -123,6 +127,7 @@ def test_resend_obeys_the_send_limit(stage, client, settings, run_on_commit):
     settings.DEFERRED_CONFIRMATION = {**settings.DEFERRED_CONFIRMATION, "CHANNELS": {
         "email": {"RESEND_COOLDOWN": None, "SEND_LIMIT": 2, "SEND_WINDOW": timedelta(hours=1)}}}
     staged = stage()
+    own(client, staged.action)
     with run_on_commit():
         assert _resend(client, staged.action).status_code == 200
     refused = _resend(client, staged.action)

@@ -1,9 +1,10 @@
 """``manage.py export_payouts``: the micro-deposits the ledger payout backend recorded, with their amounts.
 
 Prints every payout still to be made (status ``initiated``), as CSV (default) or ``--json``, with the two
-amounts opened, then marks them ``exported`` so the next run does not print them again (``--dry-run``
-leaves them as they are).  This is the only place the amounts are readable: feed the output to the bank's
-batch-payment upload, then keep it as safe as the bank details in it.
+amounts and the full bank account opened (both are stored sealed; rows written before accounts were sealed
+are printed as stored), then marks them ``exported`` so the next run does not print them again (``--dry-run``
+leaves them as they are).  This is the only place the amounts and the account numbers are readable: feed the
+output to the bank's batch-payment upload, then keep it as safe as the bank details in it.
 
 Payouts that can no longer confirm anything (their action ended, or a resend replaced their amounts) are
 not printed but marked ``failed``, so nobody pays deposits that would only confuse the account owner.
@@ -76,11 +77,11 @@ class Command(BaseCommand):
                     dead.append(payout.pk)
                     continue
                 try:
-                    amounts = open_amounts(payout)
+                    amounts, account = open_amounts(payout), payout.account_value
                 except crypto.InvalidToken:
                     unreadable.append(payout.pk)
                     continue
-                rows.append(self.row(payout, amounts))
+                rows.append(self.row(payout, amounts, account))
                 printed.append(payout)
             self.stdout.write(self.as_json(rows) if options["json"] else self.as_csv(rows), ending="")
             if not options["dry_run"]:
@@ -96,11 +97,11 @@ class Command(BaseCommand):
                                f"fallbacks and were left as they are: ids {unreadable}")
 
     @staticmethod
-    def row(payout: Payout, amounts: tuple[int, int]) -> dict[str, Any]:
+    def row(payout: Payout, amounts: tuple[int, int], account_text: str) -> dict[str, Any]:
         try:
-            account = json.loads(payout.account)
+            account = json.loads(account_text)
         except ValueError:
-            account = {"raw": payout.account}
+            account = {"raw": account_text}
         return {
             "payout_id": payout.pk,
             "reference": payout.idempotency_key,

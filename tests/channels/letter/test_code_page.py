@@ -9,12 +9,15 @@ import uuid
 import pytest
 
 from tests.channels.letter.conftest import code_in, code_url, delivery_of, read_letter, stage_address_change
+from tests.conftest import own
 
 
 @pytest.fixture
-def letter_action(db, eager, settings, django_capture_on_commit_callbacks):
+def letter_action(db, eager, settings, django_capture_on_commit_callbacks, client):
+    """A letter sent for an address change that the test's ``client`` saved (its page is the client's)."""
     with django_capture_on_commit_callbacks(execute=True):
         _profile, action = stage_address_change()
+    own(client, action)
     delivery = delivery_of(action)
     assert delivery.status == "sent"
     return action, code_in(read_letter(settings, delivery))

@@ -20,6 +20,7 @@ from pipeline.dispatch import APPLY_ACTION as APPLY
 from pipeline.dispatch import SEND_NOTIFICATION as SEND
 from pipeline.states import DeliveryStatus, State
 from tests.channels.letter.conftest import SENDER, code_in, code_url, delivery_of, stage_address_change, wait_for
+from tests.conftest import own
 from tests.testapp.models import Profile
 
 
@@ -43,6 +44,7 @@ def finished(task_log, result: bool) -> None:
 
 def test_letter_request_at_lob_and_its_code_confirms(worker, task_log, fake_lob, client):
     profile, action = stage_address_change()
+    own(client, action)
     finished(task_log, True)
     delivery = delivery_of(action)
 

@@ -26,6 +26,7 @@ from tests.channels.letter.conftest import (
     wait_for,
     within,
 )
+from tests.conftest import own
 from tests.testapp.models import Profile
 
 WRONG = "That code is wrong or has expired."
@@ -53,6 +54,7 @@ def sent_letter(settings, task_log, action: DeferredAction, sends: int = 1) -> t
 
 def test_letter_is_stored_as_pdf_and_its_code_confirms_the_change(worker, task_log, signal_log, settings, client):
     profile, action = stage_address_change()
+    own(client, action)
     delivery, text = sent_letter(settings, task_log, action)
 
     # The letter: the new address in the window (normalised by the form), the code, the code page's URL
@@ -93,6 +95,7 @@ def test_letter_is_stored_as_pdf_and_its_code_confirms_the_change(worker, task_l
 
 def test_five_wrong_codes_lock_the_action(worker, task_log, settings, client):
     profile, action = stage_address_change()
+    own(client, action)
     _delivery, text = sent_letter(settings, task_log, action)
     code = code_in(text)
 
@@ -110,6 +113,7 @@ def test_five_wrong_codes_lock_the_action(worker, task_log, settings, client):
 
 def test_expired_letter_code_is_refused_with_410(worker, task_log, settings, client):
     profile, action = stage_address_change()
+    own(client, action)
     delivery, text = sent_letter(settings, task_log, action)
     code = code_in(text)
     past = action.created_at - timedelta(days=1)
@@ -126,6 +130,7 @@ def test_expired_letter_code_is_refused_with_410(worker, task_log, settings, cli
 def test_a_new_letter_replaces_the_code_and_the_old_pdf(worker, task_log, settings, letter_conf, client):
     letter_conf(RESEND_COOLDOWN=None)
     profile, action = stage_address_change()
+    own(client, action)
     first, text = sent_letter(settings, task_log, action)
     old_code = code_in(text)
 

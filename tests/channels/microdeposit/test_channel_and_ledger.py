@@ -83,7 +83,8 @@ def test_the_ledger_makes_one_sealed_payout_per_idempotency_key():
     [payout] = Payout.objects.all()
     assert ref == f"ledger:{payout.pk}"
     assert (payout.idempotency_key, payout.currency, payout.status) == ("dc-1-0", "USD", "initiated")
-    assert json.loads(payout.account) == ACCOUNT
+    assert json.loads(payout.account_value) == ACCOUNT
+    assert payout.account_sealed.startswith("gAAAAA")
     assert payout.amounts_sealed.startswith("gAAAAA")  # a Fernet token, nothing readable
     assert open_amounts(payout) == (7, 45)
     assert backend.status(ref) == "initiated"

@@ -28,6 +28,7 @@ from tests.channels.microdeposit.conftest import (
     wait_for,
     wrong_amounts,
 )
+from tests.conftest import own
 from tests.testapp.models import Profile
 
 
@@ -60,11 +61,13 @@ def database_text() -> tuple[str, str]:
 
 def test_deposits_are_paid_sealed_read_by_the_operator_and_confirm_the_change(stage_sent, task_log, client):
     profile, action = stage_sent()
+    own(client, action)
     assert action.state == State.NOTIFIED
     delivery = delivery_of(action)
     assert delivery.status == DeliveryStatus.SENT
-    assert json.loads(delivery.recipient) == {"holder": "Ada Lovelace", "iban": "DE89370400440532013000",
-                                              "country": "DE"}
+    assert json.loads(delivery.recipient_value) == {"holder": "Ada Lovelace", "iban": "DE89370400440532013000",
+                                                    "country": "DE"}
+    assert json.loads(delivery.recipient) == {"holder": "Ada Lovelace", "iban": "••••3000", "country": "DE"}
 
     # One payout for the delivery's generation, amounts sealed; the profile is not changed yet.
     [payout] = Payout.objects.all()
@@ -72,7 +75,8 @@ def test_deposits_are_paid_sealed_read_by_the_operator_and_confirm_the_change(st
     assert payout.idempotency_key == delivery.idempotency_key == f"dc-{delivery.action_id}-{delivery.pk}-0"
     assert delivery.provider_ref == f"ledger:{payout.pk}"
     assert (payout.status, payout.currency, payout.exported_at) == ("initiated", "USD", None)
-    assert json.loads(payout.account) == json.loads(delivery.recipient)
+    assert payout.account == delivery.recipient  # masked
+    assert json.loads(payout.account_value) == json.loads(delivery.recipient_value)
     assert Profile.objects.get(pk=profile.pk).bank_iban == ""
 
     # The operator's export opens them and marks the payout exported.
@@ -110,7 +114,8 @@ def test_deposits_are_paid_sealed_read_by_the_operator_and_confirm_the_change(st
 
 def test_three_wrong_entries_lock_the_action_and_then_the_right_amounts_fail_too(stage_sent, client):
     profile, action = stage_sent(US_ACCOUNT)
-    assert json.loads(delivery_of(action).recipient) == {
+    own(client, action)
+    assert json.loads(delivery_of(action).recipient_value) == {
         "holder": "Grace Hopper", "routing_number": "111000025", "account_number": "12345678", "country": "US"}
     right = exported_amounts(action)
     wrong = wrong_amounts(right)
@@ -129,6 +134,7 @@ def test_three_wrong_entries_lock_the_action_and_then_the_right_amounts_fail_too
 
 def test_expired_amounts_are_refused_with_410(stage_sent, client):
     profile, action = stage_sent()
+    own(client, action)
     right = exported_amounts(action)
     past = timezone.now() - timedelta(seconds=1)
     Delivery.objects.filter(action=action).update(expires_at=past)

@@ -16,6 +16,7 @@ from pipeline.payouts import load_backend
 from pipeline.payouts.http import HTTPPayoutBackend
 from pipeline.states import DeliveryStatus, State
 from tests.channels.microdeposit.conftest import delivery_of, save_change, wait_for
+from tests.conftest import own
 from tests.testapp.models import Profile
 
 ACCOUNT = {"holder": "Ada Lovelace", "iban": "DE89370400440532013000", "country": "DE"}
@@ -130,10 +131,11 @@ def test_deposits_through_the_api_confirm_the_change(http_backend, worker, task_
     [request] = api.requests
     assert request.idempotency_key == delivery.idempotency_key
     assert request.bearer == api.api_key
-    assert request.body["account"] == json.loads(delivery.recipient)
+    assert request.body["account"] == json.loads(delivery.recipient_value)
     assert request.body["currency"] == "USD"
     assert Payout.objects.count() == 0  # the ledger is not involved
     a, b = api.payouts[0]["amounts"]
+    own(client, action)
     response = client.post(f"/confirm/deposits/{action.pk}/", {"first": f"0.{b:02d}", "second": str(a)})
     assert response.status_code == 302
     wait_for(lambda: True in task_log.returned(APPLY_ACTION), what="the apply")

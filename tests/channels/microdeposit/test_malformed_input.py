@@ -9,6 +9,7 @@ from django.urls import reverse
 import pipeline
 from pipeline.states import State
 from tests.channels.microdeposit.conftest import delivery_of
+from tests.conftest import own
 
 MALFORMED = [
     "1e3", "-5", "0.999", "１２", "٣٢", "", "0", "100", "9" * 10_000, "3\x002", "\x00", "0.32.1", "$-0.32", "32¢",
@@ -17,8 +18,10 @@ MALFORMED = [
 
 
 @pytest.fixture
-def staged(stage_eager):
+def staged(stage_eager, client):
+    """A change the test's ``client`` saved: the deposits page is the client's."""
     _profile, action = stage_eager()
+    own(client, action)
     return action
 
 

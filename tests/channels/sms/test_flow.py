@@ -16,6 +16,7 @@ from pipeline import dispatch, tokens
 from pipeline.channels import TransientChannelError, get_channel
 from tests.channels.sms.conftest import FROM, PHONE, code_in, code_url, new_profile, wrong
 from tests.channels.sms.forms import ProfilePhoneForm
+from tests.conftest import own
 
 SITE = "https://confirm.example.org"
 
@@ -61,6 +62,7 @@ def test_the_body_template_is_overridable(stage_sms, settings, tmp_path):
 
 def test_wrong_code_then_right_code_applies(stage_sms, client, run_on_commit):
     staged = stage_sms()
+    own(client, staged.action)
     response = client.post(code_url(staged.action), {"code": wrong(staged.code)})
     assert response.status_code == 400
     assert "4 attempts left" in response.content.decode()
@@ -76,6 +78,7 @@ def test_wrong_code_then_right_code_applies(stage_sms, client, run_on_commit):
 
 def test_attempts_exhausted_locks_the_action(stage_sms, client, run_on_commit):
     staged = stage_sms()
+    own(client, staged.action)
     url, bad = code_url(staged.action), wrong(staged.code)
     for left in (4, 3, 2, 1):
         response = client.post(url, {"code": bad})
@@ -91,6 +94,7 @@ def test_attempts_exhausted_locks_the_action(stage_sms, client, run_on_commit):
 
 def test_an_expired_code_is_refused(stage_sms, client):
     staged = stage_sms()
+    own(client, staged.action)
     Delivery.objects.filter(pk=staged.delivery.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     response = client.post(code_url(staged.action), {"code": staged.code})
     assert response.status_code == 410
@@ -108,6 +112,7 @@ CODES = {"10kB": "1" * 10_240, "arabic-indic": "\u0661\u0662\u0663\u0664\u0665\u
 @pytest.mark.parametrize("typed", CODES.values(), ids=CODES.keys())
 def test_malformed_codes_are_400_and_cost_no_attempt(stage_sms, client, typed):
     staged = stage_sms()
+    own(client, staged.action)
     response = client.post(code_url(staged.action), {"code": typed})
     assert response.status_code == 400
     assert staged.delivery.attempts == 0
@@ -117,6 +122,7 @@ def test_malformed_codes_are_400_and_cost_no_attempt(stage_sms, client, typed):
 def test_resend_texts_a_new_code_and_the_old_one_dies(stage_sms, sms_channel, client, run_on_commit, fake_twilio):
     sms_channel(RESEND_COOLDOWN=None)
     staged = stage_sms()
+    own(client, staged.action)
     with run_on_commit():
         response = client.post(reverse("confirmation:resend", args=[staged.action.pk]))
     assert response.status_code == 200
@@ -132,6 +138,7 @@ def test_resend_texts_a_new_code_and_the_old_one_dies(stage_sms, sms_channel, cl
 
 def test_resend_within_the_cooldown_is_429(stage_sms, client, fake_twilio):
     staged = stage_sms()
+    own(client, staged.action)
     response = client.post(reverse("confirmation:resend", args=[staged.action.pk]))
     assert response.status_code == 429
     assert 0 < int(response["Retry-After"]) <= 60

@@ -14,6 +14,7 @@ from django_integration.models import Delivery
 from example.fakes.twilio import signature
 from tests.channels.sms.conftest import new_profile
 from tests.channels.sms.forms import ProfilePhoneForm
+from tests.conftest import own
 
 WEBHOOK = "/confirm/webhooks/twilio/status/"
 
@@ -63,6 +64,7 @@ def test_failed_marks_the_delivery_and_the_action_failed(stage_sms, fake_twilio,
     staged.refresh()
     assert staged.action.state == "failed"
     assert (str(code) if code else status) in staged.action.failure_reason
+    own(client, staged.action)
     assert client.post(reverse("confirmation:code", args=[staged.action.pk]),
                        {"code": staged.code}).status_code == 410
 

@@ -12,6 +12,7 @@ from django_integration.models import DeferredAction, Delivery
 from pipeline import dispatch
 from tests.channels.sms.conftest import FROM, PHONE, PHONE_TYPED, code_in, code_url, new_profile, wrong
 from tests.channels.sms.forms import ProfilePhoneForm
+from tests.conftest import own
 from tests.testapp.models import Profile
 from tests.workers.conftest import wait_for
 
@@ -39,6 +40,7 @@ def test_end_to_end(worker, fake_twilio):
     assert delivery.provider_ref == message["sid"]
 
     client = Client()
+    own(client, action)
     response = client.post(code_url(action), {"code": wrong(code)})
     assert response.status_code == 400
     assert "4 attempts left" in response.content.decode()

@@ -1,0 +1,80 @@
+"""Bank accounts stored in clear before recipients were sealed: sealed now, with only a masked form left in clear.
+
+Threat answered: a database dump (a backup, a read replica, a leaked snapshot) showing the IBAN or account
+number of every micro-deposit recipient and payout.  Each delivery whose recipient is a bank account (the
+``microdeposit`` channel, or a JSON recipient with an ``iban``, ``account_number`` or ``routing_number``) and
+each payout without a sealed copy gets one (``pipeline.crypto``, under the current SECRET_KEY), and its clear
+value is replaced by the masked form (numbers to their last 4).  Reversing opens the sealed copies again.
+"""
+
+import json
+
+from django.db import migrations
+
+from django_integration.models import RECIPIENT_PURPOSE, mask_account
+
+ACCOUNT_KEYS = ("iban", "account_number", "routing_number")
+BATCH = 500
+
+
+def holds_bank_account(channel, recipient):
+    if channel == "microdeposit":
+        return True
+    if not recipient.startswith("{"):
+        return False
+    try:
+        data = json.loads(recipient)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and any(key in data for key in ACCOUNT_KEYS)
+
+
+def seal_in_clear(apps, schema_editor):
+    from pipeline import crypto
+
+    alias = schema_editor.connection.alias
+    Delivery = apps.get_model("confirmation", "Delivery")
+    Payout = apps.get_model("confirmation", "Payout")
+    deliveries = Delivery.objects.using(alias).filter(recipient_sealed="").exclude(recipient="")
+    for delivery in deliveries.only("pk", "channel", "recipient").iterator(chunk_size=BATCH):
+        if holds_bank_account(delivery.channel, delivery.recipient):
+            Delivery.objects.using(alias).filter(pk=delivery.pk).update(
+                recipient=mask_account(delivery.recipient),
+                recipient_sealed=crypto.seal(RECIPIENT_PURPOSE, delivery.recipient))
+    payouts = Payout.objects.using(alias).filter(account_sealed="").exclude(account="")
+    for payout in payouts.only("pk", "account").iterator(chunk_size=BATCH):
+        Payout.objects.using(alias).filter(pk=payout.pk).update(
+            account=mask_account(payout.account), account_sealed=crypto.seal(RECIPIENT_PURPOSE, payout.account))
+
+
+def open_sealed(apps, schema_editor):
+    """Back to the clear values, for a site going back to a version that reads only those; a copy that no
+    longer opens (a key rotated away since) is left sealed."""
+    from pipeline import crypto
+
+    alias = schema_editor.connection.alias
+    Delivery = apps.get_model("confirmation", "Delivery")
+    Payout = apps.get_model("confirmation", "Payout")
+    for delivery in Delivery.objects.using(alias).exclude(recipient_sealed="").only("pk", "recipient_sealed"):
+        try:
+            plain = crypto.open_sealed(RECIPIENT_PURPOSE, delivery.recipient_sealed)
+        except crypto.InvalidToken:
+            continue
+        Delivery.objects.using(alias).filter(pk=delivery.pk).update(recipient=plain, recipient_sealed="")
+    for payout in Payout.objects.using(alias).exclude(account_sealed="").only("pk", "account_sealed"):
+        try:
+            plain = crypto.open_sealed(RECIPIENT_PURPOSE, payout.account_sealed)
+        except crypto.InvalidToken:
+            continue
+        Payout.objects.using(alias).filter(pk=payout.pk).update(account=plain, account_sealed="")
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("confirmation", "0005_security_fields"),
+    ]
+
+    operations = [
+        migrations.RunPython(seal_in_clear, open_sealed, elidable=True),
+    ]
