@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 
 from django.http import HttpRequest
 
@@ -22,6 +23,12 @@ from pipeline.conf import app_settings
 
 UNKNOWN = "unknown"
 _BRACKETED = re.compile(r"\[([^\]]+)\](?::\d+)?")
+
+
+def signed_in_user(request: HttpRequest | None) -> Any:
+    """The request's signed-in user, or None (anonymous, or no authentication middleware)."""
+    user = getattr(request, "user", None)
+    return user if user is not None and user.is_authenticated else None
 
 
 def _header(request: HttpRequest, name: str) -> str:

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 
 from django_integration import ownership
-from django_integration.clients import client_address
+from django_integration.clients import client_address, signed_in_user
 from pipeline import limits
 from pipeline.lifecycle import stage
 from pipeline.lifecycle.staging import form_route, recipients_for
@@ -98,8 +98,7 @@ class DeferredForm(forms.ModelForm):
                              "submit a reference to it.")
         client = None
         if request is not None:
-            if user is None and getattr(request, "user", None) is not None and request.user.is_authenticated:
-                user = request.user
+            user = user if user is not None else signed_in_user(request)
             client = client_address(request)
         try:
             action = stage(self, user=user, description=description, valid_until=valid_until, channels=channels,

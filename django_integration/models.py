@@ -136,11 +136,7 @@ class Delivery(models.Model):
     @property
     def recipient_value(self) -> str:
         """The full recipient, for the sender and the send limits: the sealed copy opened, if there is one."""
-        if not self.recipient_sealed:
-            return self.recipient
-        from pipeline import crypto
-
-        return crypto.open_sealed(RECIPIENT_PURPOSE, self.recipient_sealed)
+        return open_recipient(self.recipient, self.recipient_sealed)
 
     @property
     def idempotency_key(self) -> str:
@@ -199,13 +195,8 @@ class Payout(models.Model):
 
     @property
     def account_value(self) -> str:
-        """The full bank account (JSON), for the export: the sealed copy opened, if there is one; raises
-        ``pipeline.crypto.InvalidToken`` if it cannot be opened with SECRET_KEY or its fallbacks."""
-        if not self.account_sealed:
-            return self.account
-        from pipeline import crypto
-
-        return crypto.open_sealed(RECIPIENT_PURPOSE, self.account_sealed)
+        """The full bank account (JSON), for the export: the sealed copy opened, if there is one."""
+        return open_recipient(self.account, self.account_sealed)
 
 
 #: Keys of a structured recipient (a bank account as JSON) whose values are account numbers: masked to their last 4.
@@ -253,6 +244,17 @@ def _masked_object(data: dict) -> dict:
         else:
             masked[key] = item
     return masked
+
+
+def open_recipient(clear: str, sealed: str) -> str:
+    """The full value of a recipient stored as :func:`seal_recipient` left it (``sealed`` opened), or ``clear``
+    when nothing was sealed; raises ``pipeline.crypto.InvalidToken`` if it cannot be opened with SECRET_KEY or
+    its fallbacks."""
+    if not sealed:
+        return clear
+    from pipeline import crypto
+
+    return crypto.open_sealed(RECIPIENT_PURPOSE, sealed)
 
 
 def seal_recipient(value: str) -> tuple[str, str]:

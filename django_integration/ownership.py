@@ -18,6 +18,8 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from django_integration.clients import signed_in_user
+
 #: Session keys: ids of the actions this session saved, and of those it confirmed (newest last).
 SAVED_KEY = "deferred_confirmation.saved"
 CONFIRMED_KEY = "deferred_confirmation.confirmed"
@@ -32,8 +34,8 @@ def _session(request: HttpRequest | None) -> Any:
 
 
 def _identity(request: HttpRequest | None) -> str:
-    user = getattr(request, "user", None)
-    return str(user.pk) if user is not None and user.is_authenticated else ""
+    user = signed_in_user(request)
+    return str(user.pk) if user is not None else ""
 
 
 def _ids(request: HttpRequest | None, key: str) -> list[str]:
@@ -74,8 +76,8 @@ def saved_ids(request: HttpRequest | None) -> frozenset[str]:
 
 def may_access(request: HttpRequest, action: Any) -> bool:
     """True if ``request`` belongs to ``action`` (see the module's docstring)."""
-    user = getattr(request, "user", None)
-    if action.user_id is not None and user is not None and user.is_authenticated and user.pk == action.user_id:
+    user = signed_in_user(request)
+    if action.user_id is not None and user is not None and user.pk == action.user_id:
         return True
     key = str(action.pk)
     return key in _ids(request, SAVED_KEY) or key in _ids(request, CONFIRMED_KEY)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from django.core.cache import caches
 from django.http import HttpRequest
 
-from django_integration.clients import client_address
+from django_integration.clients import client_address, signed_in_user
 from pipeline.conf import app_settings
 
 PREFIX = "deferred_confirmation:failures:"
@@ -29,8 +29,8 @@ PREFIX = "deferred_confirmation:failures:"
 
 def client_keys(request: HttpRequest) -> list[str]:
     keys = [f"{PREFIX}ip:{client_address(request)}"]
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
+    user = signed_in_user(request)
+    if user is not None:
         keys.append(f"{PREFIX}user:{user.pk}")
     return keys
 
@@ -81,8 +81,3 @@ def release(request: HttpRequest) -> None:
     for key in client_keys(request):
         _uncount(cache, key)
 
-
-def is_blocked(request: HttpRequest) -> bool:
-    """Whether the client or user is at the limit now (changes nothing)."""
-    counts = caches[app_settings.THROTTLE_CACHE].get_many(client_keys(request))
-    return any(count >= app_settings.FAILED_ATTEMPTS_LIMIT for count in counts.values())

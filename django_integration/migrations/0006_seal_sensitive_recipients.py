@@ -53,20 +53,15 @@ def open_sealed(apps, schema_editor):
     from pipeline import crypto
 
     alias = schema_editor.connection.alias
-    Delivery = apps.get_model("confirmation", "Delivery")
-    Payout = apps.get_model("confirmation", "Payout")
-    for delivery in Delivery.objects.using(alias).exclude(recipient_sealed="").only("pk", "recipient_sealed"):
-        try:
-            plain = crypto.open_sealed(RECIPIENT_PURPOSE, delivery.recipient_sealed)
-        except crypto.InvalidToken:
-            continue
-        Delivery.objects.using(alias).filter(pk=delivery.pk).update(recipient=plain, recipient_sealed="")
-    for payout in Payout.objects.using(alias).exclude(account_sealed="").only("pk", "account_sealed"):
-        try:
-            plain = crypto.open_sealed(RECIPIENT_PURPOSE, payout.account_sealed)
-        except crypto.InvalidToken:
-            continue
-        Payout.objects.using(alias).filter(pk=payout.pk).update(account=plain, account_sealed="")
+    for model, clear, sealed in (("Delivery", "recipient", "recipient_sealed"),
+                                 ("Payout", "account", "account_sealed")):
+        rows = apps.get_model("confirmation", model).objects.using(alias)
+        for pk, value in rows.exclude(**{sealed: ""}).values_list("pk", sealed):
+            try:
+                plain = crypto.open_sealed(RECIPIENT_PURPOSE, value)
+            except crypto.InvalidToken:
+                continue
+            rows.filter(pk=pk).update(**{clear: plain, sealed: ""})
 
 
 class Migration(migrations.Migration):

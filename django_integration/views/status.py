@@ -8,7 +8,7 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
-from django_integration.clients import client_address
+from django_integration.clients import client_address, signed_in_user
 from django_integration.models import DeferredAction
 from django_integration.views.common import not_found, owned_action, page, private
 from pipeline.conf import app_settings
@@ -82,8 +82,7 @@ def resend(request: HttpRequest, action_id) -> HttpResponse:
     action = owned_action(request, action_id)
     if action is None:
         return not_found(request)
-    user = request.user if getattr(request, "user", None) is not None and request.user.is_authenticated else None
-    result = resend_secrets(action, client=client_address(request), user=user)
+    result = resend_secrets(action, client=client_address(request), user=signed_in_user(request))
     if result.sent:
         status, title = 200, "Sent again"
     elif result.refusal is not None:

@@ -222,15 +222,24 @@ def delivery_failed(delivery_id: int, generation: int, reason: str) -> bool:
             return False
         # Providers echo what they were sent (an account number, an address): never stored where users read it.
         reason = redact_contacts(reason, recipient_values(delivery.recipient_value))
-        delivery.status = DeliveryStatus.FAILED
-        delivery.status_detail = reason[:2000]
-        delivery.secret_digest = ""
-        delivery.save(update_fields=["status", "status_detail", "secret_digest", "updated_at"])
-        others = action.deliveries.exclude(pk=delivery.pk)
-        hopeless = action.channel_policy == "all" or not others.exclude(status=DeliveryStatus.FAILED).exists()
-        if action.is_open and hopeless:
-            fail(action, f"{delivery.channel} delivery failed: {reason}")
+        fail_locked_delivery(action, delivery, reason, f"{delivery.channel} delivery failed: {reason}")
     note(level=logging.WARNING, reason=redact_contacts(reason))
+    return True
+
+
+def fail_locked_delivery(action: DeferredAction, delivery: Delivery, reason: str, action_reason: str) -> bool:
+    """Mark ``delivery`` failed (its secret dies) and, when no delivery is left that could still confirm the
+    action (or the policy is "all"), the action too, with ``action_reason``.  The caller holds both row locks.
+    True if the action failed now."""
+    delivery.status = DeliveryStatus.FAILED
+    delivery.status_detail = reason[:2000]
+    delivery.secret_digest = ""
+    delivery.save(update_fields=["status", "status_detail", "secret_digest", "updated_at"])
+    hopeless = action.channel_policy == "all" or not action.deliveries.exclude(
+        status__in=[DeliveryStatus.FAILED, DeliveryStatus.SUPERSEDED]).exists()
+    if not (action.is_open and hopeless):
+        return False
+    fail(action, action_reason)
     return True
 
 

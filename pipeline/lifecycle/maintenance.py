@@ -27,7 +27,7 @@ from pipeline.channels import configured_channel
 from pipeline.channels.base import recipient_values, redact_contacts
 from pipeline.conf import app_settings
 from pipeline.lifecycle.confirming import expire_one
-from pipeline.lifecycle.delivery import restart
+from pipeline.lifecycle.delivery import fail_locked_delivery, restart
 from pipeline.lifecycle.transitions import fail, lock, logger, signal_on_commit
 from pipeline.states import OPEN, TERMINAL, DeliveryStatus, State
 
@@ -216,11 +216,16 @@ def _given_up(action: DeferredAction, sweep: _Sweep, detail: str) -> bool:
     if action.redrives < limit:
         return False
     fail(action, f"gave up after {action.redrives} redrives: {detail}")
+    _ended(action, sweep)
+    return True
+
+
+def _ended(action: DeferredAction, sweep: _Sweep, **extra: str) -> None:
+    """Count and log an action this sweep ended ``failed``."""
     sweep.failed += 1
     logger.warning("redrive: action %s failed: %s", action.pk, action.failure_reason,
                    extra={"event": "redrive", "outcome": "failed", "action_id": str(action.pk),
-                          "reason": action.failure_reason})
-    return True
+                          "reason": action.failure_reason, **extra})
 
 
 def _last_detail(deliveries: list[Delivery]) -> str:
@@ -247,18 +252,8 @@ def _end_orphans(action: DeferredAction, orphaned: list[Delivery], sweep: _Sweep
 
 
 def _fail_delivery(action: DeferredAction, delivery: Delivery, reason: str, sweep: _Sweep) -> None:
-    delivery.status = DeliveryStatus.FAILED
-    delivery.status_detail = reason
-    delivery.secret_digest = ""
-    delivery.save(update_fields=["status", "status_detail", "secret_digest", "updated_at"])
-    hopeless = action.channel_policy == "all" or not action.deliveries.exclude(
-        status__in=[DeliveryStatus.FAILED, DeliveryStatus.SUPERSEDED]).exists()
-    if action.is_open and hopeless:
-        fail(action, reason)
-        sweep.failed += 1
-        logger.warning("redrive: action %s failed: %s", action.pk, reason,
-                       extra={"event": "redrive", "outcome": "failed", "action_id": str(action.pk),
-                              "channel": delivery.channel, "reason": reason})
+    if fail_locked_delivery(action, delivery, reason, reason):
+        _ended(action, sweep, channel=delivery.channel)
 
 
 def expire_now(action: DeferredAction) -> bool:
