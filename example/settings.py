@@ -86,9 +86,11 @@ def _cache_url(broker: str) -> str | None:
 # The failure throttle (THROTTLE_CACHE, the default cache) counts attempts per client: every web process must
 # see the same counters, so a shared Redis, never the per-process default.  CACHE_URL (a redis:// URL) wins;
 # else the broker's Redis, another database.  A broker that is not Redis needs CACHE_URL (the check warns).
+# CACHE_KEY_PREFIX keeps the keys of several sites that share one Redis apart.
 CACHE_URL = os.environ.get("CACHE_URL") or _cache_url(CELERY_BROKER_URL)
 if CACHE_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
+                          "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "")}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = os.environ.get("CELERY_TASK_ALWAYS_EAGER") == "1"
 # Shutdown and redelivery (README, "Operating it").  Tasks are acknowledged late, so a message stays in Redis's

@@ -35,9 +35,11 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -89,6 +91,11 @@ class Site:
         self.port = demo.free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.broker = settings.CELERY_BROKER_URL
+        # Throttle counters of this run only: another run on this machine (or the last one, within the
+        # 15-minute window) must not add its failures to these clients' and users' counts.
+        self.cache_prefix = f"dc-load-{uuid.uuid4().hex}"
+        broker = urlsplit(self.broker)
+        self.cache_url = broker._replace(path=f"/{(int(broker.path.strip('/') or 0) + 1) % 16}").geturl()
         # The example's file email backend (the mails land in var/mail), not whatever the shell sets.
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("PYTEST_", "TEST_", "DJANGO_")) and k != "EMAIL_BACKEND"}
@@ -96,7 +103,8 @@ class Site:
                    CELERY_BROKER_URL=self.broker, EXAMPLE_VAR_DIR=str(self.var), SITE_URL=self.base,
                    SECRET_KEY="load-test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz", DEBUG="0",
                    ALLOWED_HOSTS="127.0.0.1", LOG_FORMAT="json", PYTHONUNBUFFERED="1", REMAP_SIGTERM="SIGQUIT",
-                   PORT=str(self.port), BIND_HOST="127.0.0.1",
+                   PORT=str(self.port), BIND_HOST="127.0.0.1", CACHE_URL=self.cache_url,
+                   CACHE_KEY_PREFIX=self.cache_prefix,
                    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
         (self.var / "logs").mkdir()
         self.procs = demo.Processes(self.var / "logs", env)
@@ -120,7 +128,16 @@ class Site:
             shutil.rmtree(ARTIFACTS / "logs", ignore_errors=True)
             shutil.copytree(self.var / "logs", ARTIFACTS / "logs")
         shutil.rmtree(self.var, ignore_errors=True)
+        self.forget_cache()
         _admin_sql(f'DROP DATABASE IF EXISTS "{self.db}" WITH (FORCE)')
+
+    def forget_cache(self) -> None:
+        """Remove this run's throttle counters from the site's cache."""
+        client = redis.Redis.from_url(self.cache_url)
+        keys = list(client.scan_iter(f"{self.cache_prefix}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
 
     def query(self, sql: str, *params) -> list[tuple]:
         with psycopg.connect(_db_url(self.db)) as conn:
