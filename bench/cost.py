@@ -4,8 +4,8 @@ Stages, each run as production runs it: ``form.is_valid()`` and ``form.save()`` 
 ``transaction.atomic()``, as a view, so the commit and the ``on_commit`` publish count), the tasks
 ``confirmation.generate_token``, ``confirmation.send_notification`` and ``confirmation.apply_action`` (each
 message popped from the real broker queue and its task run with ``Task.apply()``: the same task body,
-signals and ``on_commit`` publishes as in a worker), ``pipeline.confirm(token)`` (what the link view's POST
-calls), and the ``confirmation.expire_stale`` sweep, per action swept.  Averaged over ``N`` actions.
+signals and ``on_commit`` publishes as in a worker), ``deferred_confirmation.pipeline.confirm(token)`` (what the link
+view's POST calls), and the ``confirmation.expire_stale`` sweep, per action swept.  Averaged over ``N`` actions.
 
 Database round trips (PostgreSQL, psycopg 3): every statement Django executes (counted with
 ``connection.execute_wrapper``, savepoints included) plus every command psycopg sends on its own:
@@ -192,10 +192,10 @@ def measure_stages(port: int, db: DBCounter, redis_counter: RedisCounter) -> Mea
     from django.db import transaction
     from django.utils.datastructures import MultiValueDict
 
-    from django_integration.models import DeferredAction
+    from deferred_confirmation.django_integration.models import DeferredAction
+    from deferred_confirmation.pipeline import confirm
+    from deferred_confirmation.workers import tasks
     from example.accounts.forms import EmailChangeForm
-    from pipeline import confirm
-    from workers import tasks
 
     User = get_user_model()
     users = User.objects.bulk_create([User(username=f"c{i}", email=f"c{i}@example.com") for i in range(N + 3)])
@@ -270,11 +270,12 @@ def time_ago(delta: timedelta) -> Any:
 def measure_consumption(port: int, redis_counter: RedisCounter, messages: int = N) -> tuple[float, Counter, float]:
     """A real worker (as the Procfile runs it) on a queue of no-op task messages: commands per message
     received, run and acknowledged, less the worker's idle background; returns (per message, kinds, idle/s)."""
-    from workers import app, tasks
+    from deferred_confirmation.workers import app, tasks
 
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "bench.settings", "CELERY_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", QUEUE, "-n", f"bench-cost-{os.getpid()}@%h",
+        [sys.executable, "-m", "celery", "-A", "deferred_confirmation.workers", "worker", "-Q", QUEUE, "-n",
+         f"bench-cost-{os.getpid()}@%h",
          "-c", "2", "-l", "WARNING"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90

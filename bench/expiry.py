@@ -2,10 +2,10 @@
 
 What is measured, on the same starting data each time:
 
-- **ours**: the real beat task body, ``workers.app.tasks["confirmation.expire_stale"].apply()`` (Celery's own
-  tracer, as a worker runs it: ``pipeline.lifecycle.expire()`` in batches of BATCH_SIZE, each one short
-  transaction with ``SELECT ... FOR UPDATE SKIP LOCKED``), in a fresh Python process with Django set up, timed
-  inside that process around ``apply()``;
+- **ours**: the real beat task body, ``deferred_confirmation.workers.app.tasks["confirmation.expire_stale"].apply()``
+  (Celery's own tracer, as a worker runs it: ``deferred_confirmation.pipeline.lifecycle.expire()`` in batches of
+  BATCH_SIZE, each one short transaction with ``SELECT ... FOR UPDATE SKIP LOCKED``), in a fresh Python process with
+  Django set up, timed inside that process around ``apply()``;
 - **baseline**: one raw SQL statement in one transaction that does the same thing to the same rows: open actions
   past ``valid_until`` become ``expired``, and their deliveries not ``confirmed``/``failed`` become
   ``superseded``.  The baseline updates the deliveries too, because the task does: without them it would do
@@ -124,9 +124,8 @@ def _child_idle() -> dict[str, Any]:
     django.setup()
     from django.db import connection
 
-    import workers
-    import workers.tasks
-    from pipeline import dispatch
+    from deferred_confirmation import workers
+    from deferred_confirmation.pipeline import dispatch
 
     workers.app.tasks[dispatch.EXPIRE_STALE]
     with connection.cursor() as cursor:
@@ -141,9 +140,8 @@ def _child_task() -> dict[str, Any]:
     django.setup()
     from django.db import connection
 
-    import workers
-    import workers.tasks
-    from pipeline import dispatch
+    from deferred_confirmation import workers
+    from deferred_confirmation.pipeline import dispatch
 
     task = workers.app.tasks[dispatch.EXPIRE_STALE]
     connection.ensure_connection()
@@ -371,7 +369,7 @@ def _ordinal(n: int) -> str:
 
 
 def _batch_size() -> int:
-    from pipeline.conf import app_settings
+    from deferred_confirmation.pipeline.conf import app_settings
 
     return app_settings.BATCH_SIZE
 

@@ -63,7 +63,7 @@ def run_worker(port: int) -> None:
     """The worker subprocess: the bench settings with mail to the slow SMTP server on ``port``."""
     _setup()
     _point_mail_at(port)
-    from workers import app
+    from deferred_confirmation.workers import app
 
     app.worker_main(["worker", "--pool=threads", f"--concurrency={WORKER_CONCURRENCY}", "--loglevel=WARNING",
                      "-Q", QUEUE, "-n", f"bench-request-path-{os.getpid()}@%h", "--without-gossip",
@@ -78,8 +78,8 @@ def _baseline_form_class() -> type:
     from django.core.mail import send_mail
     from django.utils import timezone
 
-    from django_integration.models import DeferredAction, Delivery
-    from django_integration.signals import confirmation_required
+    from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+    from deferred_confirmation.django_integration.signals import confirmation_required
 
     class GenericConfirmationEmailForm(forms.ModelForm):
         """django-generic-confirmation's DeferredForm (``generic_confirmation/forms.py``) with the usual
@@ -150,8 +150,8 @@ def _paced(save: Any, user: Any) -> float:
 
 def _wait_until_sent(timeout: float = 60) -> None:
     """Until the worker has sent every mail queued so far (every Delivery ``sent``)."""
-    from django_integration.models import Delivery
-    from pipeline.states import DeliveryStatus
+    from deferred_confirmation.django_integration.models import Delivery
+    from deferred_confirmation.pipeline.states import DeliveryStatus
 
     deadline = time.monotonic() + timeout
     while Delivery.objects.exclude(status=DeliveryStatus.SENT).exists():
@@ -176,8 +176,8 @@ def main() -> None:
     from django.core.management import call_command
 
     from bench._smtp import slow_smtp
+    from deferred_confirmation.workers import app
     from example.accounts.forms import EmailChangeForm
-    from workers import app
 
     call_command("migrate", verbosity=0)
     User = get_user_model()

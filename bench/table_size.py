@@ -1,8 +1,9 @@
-"""Confirm latency versus table size (PostgreSQL): does ``pipeline.confirm(token)`` slow down as the tables grow?
+"""Confirm latency versus table size (PostgreSQL): does ``deferred_confirmation.pipeline.confirm(token)`` slow down as
+the tables grow?
 
-What is measured: the wall time of the real ``pipeline.confirm(link_token)``, its whole transaction included
-(digest lookup, row locks, the delivery and action updates, the commit) and the publish of the apply task to
-Redis that runs on commit (the broker is the machine's Redis, BENCH_REDIS_URL; no worker consumes it, the
+What is measured: the wall time of the real ``deferred_confirmation.pipeline.confirm(link_token)``, its whole
+transaction included (digest lookup, row locks, the delivery and action updates, the commit) and the publish of the
+apply task to Redis that runs on commit (the broker is the machine's Redis, BENCH_REDIS_URL; no worker consumes it, the
 messages are counted and deleted afterwards).  Sampled at SIZES stored actions (each with one delivery).
 
 How: one PostgreSQL database per size (``bench_dc_b_ts_<size>``), each served by its own process (Django set up
@@ -119,10 +120,10 @@ def _make_targets(count: int) -> list[str]:
     from django.contrib.contenttypes.models import ContentType
     from django.utils import timezone
 
-    from django_integration.models import DeferredAction, Delivery
-    from pipeline import tokens
-    from pipeline.channels import get_channel
-    from pipeline.states import DeliveryStatus, State
+    from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+    from deferred_confirmation.pipeline import tokens
+    from deferred_confirmation.pipeline.channels import get_channel
+    from deferred_confirmation.pipeline.states import DeliveryStatus, State
 
     channel = get_channel("email")
     content_type = ContentType.objects.get_for_model(get_user_model())
@@ -183,8 +184,8 @@ def _prepare(size: int, targets: int) -> dict[str, Any]:
 
 
 def _confirm_once(token: str) -> float:
-    import pipeline
-    from pipeline.lifecycle import ConfirmStatus
+    from deferred_confirmation import pipeline
+    from deferred_confirmation.pipeline.lifecycle import ConfirmStatus
 
     started = time.perf_counter()
     result = pipeline.confirm(token)
@@ -210,7 +211,7 @@ def _explain(token: str) -> list[dict[str, Any]]:
     transaction that is rolled back (the row it finds is the same one, now confirmed)."""
     from django.db import connection, transaction
 
-    import pipeline
+    from deferred_confirmation import pipeline
 
     captured: list[tuple[str, Any]] = []
 

@@ -1,16 +1,17 @@
 """Throughput against the Celery ceiling: N actions through stage -> deliver -> confirm -> apply on one real
 worker, next to N x 3 no-op Celery tasks on the same worker, broker and settings.
 
-One worker subprocess (``celery -A workers worker -c 2``: prefork, prefetch multiplier 1, acks_late, task events
-on, as in production) consumes every queue and runs both workloads, the ceiling before and after ours:
+One worker subprocess (``celery -A deferred_confirmation.workers worker -c 2``: prefork, prefetch multiplier 1,
+acks_late, task events on, as in production) consumes every queue and runs both workloads, the ceiling before and after
+ours:
 
 * **ours**: N users are created in bulk and N email changes staged with the example project's real
   ``EmailChangeForm.save()``, each in its own transaction (two threads: staging is not what is timed), while
   the worker does not consume the email queue (remote control ``cancel_consumer``); then the queue is handed
   back (``add_consumer``) and the clock starts.  The worker runs ``generate_token`` and ``send_notification``,
   which mails the link to an aiosmtpd server on loopback (a process of its own, ``--smtp``); this process reads
-  each token back from the mail, confirms it with ``pipeline.confirm(token)`` (what the confirm view calls;
-  over HTTP a web server would be a third process on two cores, and the request path has its own benchmark),
+  each token back from the mail, confirms it with ``deferred_confirmation.pipeline.confirm(token)`` (what the confirm
+  view calls; over HTTP a web server would be a third process on two cores, and the request path has its own benchmark),
   and the worker runs ``apply_action``.  The clock stops at the last ``applied_at``.
 * **ceiling**: the same shape with tasks that do nothing else: N ``noop_generate`` published while the queue
   is not consumed, each publishing a ``noop_send`` from inside the worker (as generate publishes the send);
@@ -55,7 +56,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 
 from bench.report import stop
-from workers import app
+from deferred_confirmation.workers import app
 
 N = int(os.environ.get("BENCH_THROUGHPUT_N", "2000"))
 PACED = int(os.environ.get("BENCH_THROUGHPUT_PACED", "60"))
@@ -235,14 +236,15 @@ def smtp_main(port: int) -> int:
 
 
 class Worker:
-    """``celery -A workers worker -c 2`` in its own process group, output to a log file."""
+    """``celery -A deferred_confirmation.workers worker -c 2`` in its own process group, output to a log file."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.hostname = f"bench-throughput-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
         self.log = log
         self._log_file = log.open("wb")
         level = os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING")
-        args = [CELERY, "-A", "workers", "worker", "-P", "prefork", "-c", "2", "-l", level, "-n", self.hostname,
+        args = [CELERY, "-A", "deferred_confirmation.workers", "worker", "-P", "prefork", "-c", "2", "-l", level, "-n",
+                self.hostname,
                 "--without-mingle", "--without-gossip", "-I", "bench.throughput"]
         self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log_file,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -428,9 +430,9 @@ def confirm_until_applied(mail: MailServer, action_ids: list[Any], since: dateti
     run stages, appending to ``action_ids``, while it confirms)."""
     from django.db.models import Count
 
-    from django_integration.models import DeferredAction
-    from pipeline import confirm
-    from pipeline.states import State
+    from deferred_confirmation.django_integration.models import DeferredAction
+    from deferred_confirmation.pipeline import confirm
+    from deferred_confirmation.pipeline.states import State
 
     deadline = time.monotonic() + TIMEOUT
     next_poll = 0.0
@@ -468,7 +470,7 @@ def confirm_until_applied(mail: MailServer, action_ids: list[Any], since: dateti
 def timestamps(action_ids: list[Any], mail: MailServer) -> list[dict[str, Any]]:
     """Each action's timestamps.  ``sent_at`` is missing where the confirmation overtook the send's own
     bookkeeping (the mail arrives before the worker records it sent); the mail's arrival stands in for it."""
-    from django_integration.models import Delivery
+    from deferred_confirmation.django_integration.models import Delivery
 
     rows = list(Delivery.objects.filter(action_id__in=action_ids).values(
         "action_id", "sent_at", staged_at=_f("action__created_at"), confirmed=_f("action__confirmed_at"),
@@ -555,7 +557,7 @@ def main() -> int:
     django.setup()
     call_command("migrate", verbosity=0)
 
-    from pipeline.conf import app_settings
+    from deferred_confirmation.pipeline.conf import app_settings
 
     channel_queue = app_settings.channel("email")["QUEUE"]
     apply_queue = app_settings.APPLY_QUEUE
@@ -658,11 +660,11 @@ def main() -> int:
     notes = f"""\
 N = {N} email changes of the example project, each staged with the real `EmailChangeForm.save()` in its own
 transaction, go through generate -> send (SMTP to aiosmtpd on loopback, in a process of its own) -> confirm
-(`pipeline.confirm(token)` with the token read back from the mail, by the driver: what the confirm view calls,
-without a web server as a third process on two cores) -> apply, on ONE worker subprocess (`celery -A workers
-worker -P prefork -c 2`, all queues; prefetch multiplier 1, acks_late, task events on: the production
-settings).  The staged messages wait while the worker does not consume the email queue (remote control
-`cancel_consumer`); the clock starts when it is handed back and stops at the last `applied_at`.
+(`deferred_confirmation.pipeline.confirm(token)` with the token read back from the mail, by the driver: what the
+confirm view calls, without a web server as a third process on two cores) -> apply, on ONE worker subprocess
+(`celery -A deferred_confirmation.workers worker -P prefork -c 2`, all queues; prefetch multiplier 1, acks_late, task
+events on: the production settings).  The staged messages wait while the worker does not consume the email queue
+(remote control `cancel_consumer`); the clock starts when it is handed back and stops at the last `applied_at`.
 
 The ceiling: per action three no-op Celery tasks on the same worker, broker, queues and settings, chained the
 same way as ours: `noop_generate` publishes `noop_send` from the worker, `noop_send` pushes its number on a

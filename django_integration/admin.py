@@ -29,12 +29,19 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.module_loading import import_string
 
-from django_integration.models import MASK, DeferredAction, Delivery, Payout, is_account_key, mask_recipient
-from pipeline import crypto, lifecycle
-from pipeline.formdata import NUL_SAFE, SEALED
-from pipeline.lifecycle import maintenance
+from deferred_confirmation.django_integration.models import (
+    MASK,
+    DeferredAction,
+    Delivery,
+    Payout,
+    is_account_key,
+    mask_recipient,
+)
+from deferred_confirmation.pipeline import crypto, lifecycle
+from deferred_confirmation.pipeline.formdata import NUL_SAFE, SEALED
+from deferred_confirmation.pipeline.lifecycle import maintenance
+from deferred_confirmation.pipeline.paths import import_path
 
 REDACTED = "••••"
 # Parts of a field name whose value is never shown, whatever the form says.
@@ -109,7 +116,7 @@ def _is_known(value: str, known: set[str]) -> bool:
 def _sensitive_names(form_class_path: str) -> set[str]:
     """The form's ``sensitive_fields`` and its ``PasswordInput`` fields, if the form can be imported."""
     try:
-        form_class = import_string(form_class_path)
+        form_class = import_path(form_class_path)
     except Exception:  # a form since removed or renamed: the name patterns and sealing still apply
         return set()
     names = set(getattr(form_class, "sensitive_fields", ()) or ())

@@ -3,15 +3,16 @@ and never crashes on a value of the wrong type."""
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 from django.core.checks import Warning as CheckWarning
-from django.utils.module_loading import import_string
 
-from pipeline.conf import CHANNEL_DEFAULTS, CHANNEL_KEYS, DEFAULTS
+from deferred_confirmation.pipeline.conf import CHANNEL_DEFAULTS, CHANNEL_KEYS, DEFAULTS
+from deferred_confirmation.pipeline.paths import current_path, import_path
 
 E = "confirmation.E{:03d}"
 
@@ -25,7 +26,9 @@ def _import(path: object) -> tuple[object | None, str | None]:
     if not isinstance(path, str) or not path:
         return None, "it is not a dotted path"
     try:
-        return import_string(path), None
+        with warnings.catch_warnings():  # an old-layout path: confirmation.W003 says so
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return import_path(path), None
     except (ImportError, ValueError, TypeError, AttributeError) as exc:
         return None, str(exc)
 
@@ -244,3 +247,23 @@ def check_throttle_cache(app_configs=None, **kwargs) -> list[CheckWarning]:
         hint="Point THROTTLE_CACHE at a cache every web process shares, with atomic increments: Redis "
              "(django.core.cache.backends.redis.RedisCache) or Memcached.",
         obj="DEFERRED_CONFIRMATION", id="confirmation.W002")]
+
+
+@register(Tags.compatibility)
+def check_legacy_paths(app_configs=None, **kwargs) -> list[CheckWarning]:
+    """Backends and the Celery app named by the old top-level package names still load, with this warning."""
+    raw = getattr(settings, "DEFERRED_CONFIRMATION", {})
+    if not isinstance(raw, dict):
+        return []
+    named = {"CELERY_APP": raw.get("CELERY_APP")}
+    channels = raw.get("CHANNELS")
+    for name, conf in (channels.items() if isinstance(channels, dict) else ()):
+        if isinstance(conf, dict):
+            named[f"CHANNELS[{name!r}] BACKEND"] = conf.get("BACKEND")
+            options = conf.get("OPTIONS")
+            if isinstance(options, dict):
+                named[f"CHANNELS[{name!r}] OPTIONS PAYOUT_BACKEND"] = options.get("PAYOUT_BACKEND")
+    return [CheckWarning(f"{where} {path!r} names the library's old top-level package.",
+                         hint=f"Use {current_path(path)!r}: the library installs under deferred_confirmation.",
+                         obj="DEFERRED_CONFIRMATION", id="confirmation.W003")
+            for where, path in named.items() if isinstance(path, str) and current_path(path) != path]

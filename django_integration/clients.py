@@ -19,7 +19,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from pipeline.conf import app_settings
+from deferred_confirmation.pipeline.conf import app_settings
 
 UNKNOWN = "unknown"
 _BRACKETED = re.compile(r"\[([^\]]+)\](?::\d+)?")

@@ -10,14 +10,14 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 
-from django_integration import ownership
-from django_integration.clients import client_address, signed_in_user
-from pipeline import limits
-from pipeline.lifecycle import stage
-from pipeline.lifecycle.staging import form_route, recipients_for
+from deferred_confirmation.django_integration import ownership
+from deferred_confirmation.django_integration.clients import client_address, signed_in_user
+from deferred_confirmation.pipeline import limits
+from deferred_confirmation.pipeline.lifecycle import stage
+from deferred_confirmation.pipeline.lifecycle.staging import form_route, recipients_for
 
 if TYPE_CHECKING:
-    from django_integration.models import DeferredAction
+    from deferred_confirmation.django_integration.models import DeferredAction
 
 
 class DeferredForm(forms.ModelForm):
@@ -83,8 +83,8 @@ class DeferredForm(forms.ModelForm):
 
         Pass ``request`` from a view: its signed-in user becomes ``user`` (unless given), its session may then
         open the action's pages (an anonymous sign-up's too), and its client address counts against
-        ``SEND_LIMIT_PER_CLIENT``.  Raises :class:`pipeline.limits.SendLimitExceeded` (a ``ValueError``),
-        after adding its message to the form's errors, when a send limit stands in the way."""
+        ``SEND_LIMIT_PER_CLIENT``.  Raises :class:`deferred_confirmation.pipeline.limits.SendLimitExceeded` (a
+        ``ValueError``), after adding its message to the form's errors, when a send limit stands in the way."""
         if not commit or isinstance(user, bool):  # save(False), Django's positional idiom, means commit=False
             raise ValueError(f"{type(self).__name__}.save(commit=False) is not supported: a deferred change is "
                              "stored, not returned unsaved. Call save() and use the returned DeferredAction.")

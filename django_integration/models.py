@@ -11,7 +11,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils import timezone
 
-from pipeline.states import OPEN, TERMINAL, DeliveryStatus, State
+from deferred_confirmation.pipeline.states import OPEN, TERMINAL, DeliveryStatus, State
 
 #: pipeline.crypto purpose of sealed recipients (Delivery.recipient_sealed) and payout accounts.
 RECIPIENT_PURPOSE = "recipient"
@@ -89,9 +89,10 @@ class DeferredAction(models.Model):
     def model_class(self) -> type[models.Model] | None:
         if self.content_type_id:
             return self.content_type.model_class()
-        from django.utils.module_loading import import_string
+        from deferred_confirmation.pipeline.paths import import_path
+
         try:
-            return import_string(self.form_class)._meta.model
+            return import_path(self.form_class)._meta.model
         except Exception:  # a form module that no longer imports (renamed, a syntax error): no model to name
             return None
 
@@ -168,8 +169,9 @@ class SendRecord(models.Model):
 class Payout(models.Model):
     """A micro-deposit to make, written by the default (ledger) payout backend for the operator to export.
 
-    The amounts and the full bank account are sealed (pipeline.crypto): readable by ``manage.py export_payouts``
-    with the site's key, not from a database dump; ``account`` holds the account masked (last 4), for display."""
+    The amounts and the full bank account are sealed (deferred_confirmation.pipeline.crypto): readable by ``manage.py
+    export_payouts`` with the site's key, not from a database dump; ``account`` holds the account masked (last 4), for
+    display."""
 
     class Status(models.TextChoices):
         INITIATED = "initiated", "initiated"
@@ -248,20 +250,20 @@ def _masked_object(data: dict) -> dict:
 
 def open_recipient(clear: str, sealed: str) -> str:
     """The full value of a recipient stored as :func:`seal_recipient` left it (``sealed`` opened), or ``clear``
-    when nothing was sealed; raises ``pipeline.crypto.InvalidToken`` if it cannot be opened with SECRET_KEY or
-    its fallbacks."""
+    when nothing was sealed; raises ``deferred_confirmation.pipeline.crypto.InvalidToken`` if it cannot be opened with
+    SECRET_KEY or its fallbacks."""
     if not sealed:
         return clear
-    from pipeline import crypto
+    from deferred_confirmation.pipeline import crypto
 
     return crypto.open_sealed(RECIPIENT_PURPOSE, sealed)
 
 
 def seal_recipient(value: str) -> tuple[str, str]:
     """``(masked, sealed)`` of a sensitive recipient: what may be stored in clear (:func:`mask_account`) and the
-    full value sealed (pipeline.crypto, purpose :data:`RECIPIENT_PURPOSE`), for Delivery.recipient and
-    Delivery.recipient_sealed, or Payout.account and Payout.account_sealed."""
-    from pipeline import crypto
+    full value sealed (deferred_confirmation.pipeline.crypto, purpose :data:`RECIPIENT_PURPOSE`), for Delivery.recipient
+    and Delivery.recipient_sealed, or Payout.account and Payout.account_sealed."""
+    from deferred_confirmation.pipeline import crypto
 
     return mask_account(value), crypto.seal(RECIPIENT_PURPOSE, value)
 

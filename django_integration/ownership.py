@@ -18,7 +18,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from django_integration.clients import signed_in_user
+from deferred_confirmation.django_integration.clients import signed_in_user
 
 #: Session keys: ids of the actions this session saved, and of those it confirmed (newest last).
 SAVED_KEY = "deferred_confirmation.saved"

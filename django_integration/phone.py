@@ -14,7 +14,7 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from pipeline.conf import app_settings
+from deferred_confirmation.pipeline.conf import app_settings
 
 MAX_INPUT = 40  # characters: the longest sensible way of writing a 15-digit number with separators
 #: What a person may type: ASCII digits, a leading +, spaces and the usual separators.  No letters (libphonenumber

@@ -5,9 +5,9 @@ Threats answered:
   attacker with many actions could spread guesses across them.  Every failed attempt (a POST of a wrong code,
   wrong amounts or an unknown link) counts against the client and the signed-in user across all actions; past
   FAILED_ATTEMPTS_LIMIT in FAILED_ATTEMPTS_WINDOW every confirmation attempt from them gets 429.
-- Lockout of other people: the client is the one :mod:`django_integration.clients` names (the address the
-  site's own proxies saw, an IPv6 /64), never the proxy's address all clients share, and only a POST that could
-  have confirmed something counts: a GET of any link never does.
+- Lockout of other people: the client is the one :mod:`deferred_confirmation.django_integration.clients` names (the
+  address the site's own proxies saw, an IPv6 /64), never the proxy's address all clients share, and only a POST that
+  could have confirmed something counts: a GET of any link never does.
 - Parallel guesses: an attempt is counted (an atomic ``incr`` in THROTTLE_CACHE) before the secret is checked,
   and refused if that count is past the limit; an attempt that did not fail is un-counted afterwards.  However
   many requests run at once, no more than the limit are ever checked per window.
@@ -21,8 +21,8 @@ from __future__ import annotations
 from django.core.cache import caches
 from django.http import HttpRequest
 
-from django_integration.clients import client_address, signed_in_user
-from pipeline.conf import app_settings
+from deferred_confirmation.django_integration.clients import client_address, signed_in_user
+from deferred_confirmation.pipeline.conf import app_settings
 
 PREFIX = "deferred_confirmation:failures:"
 

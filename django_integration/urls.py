@@ -1,6 +1,6 @@
 from django.urls import path
 
-from django_integration import views
+from deferred_confirmation.django_integration import views
 
 app_name = "confirmation"
 

@@ -243,7 +243,7 @@ def web_answers(browser: Browser):
 
 
 def worker_answers():
-    from workers import app
+    from deferred_confirmation.workers import app
 
     def probe():
         try:
@@ -321,7 +321,7 @@ def confirm_by_mail(browser: Browser, procs: Processes, mail_dir: Path, action_i
 def demo_email_change(base: str, procs: Processes, mail_dir: Path) -> Browser:
     from django.contrib.auth import get_user_model
 
-    from django_integration.models import DeferredAction
+    from deferred_confirmation.django_integration.models import DeferredAction
 
     user_model = get_user_model()
     user_model.objects.create_user("alice", "alice@example.com", "correct horse battery staple")
@@ -370,7 +370,7 @@ def demo_email_change(base: str, procs: Processes, mail_dir: Path) -> Browser:
 def demo_sign_up(base: str, procs: Processes, mail_dir: Path) -> None:
     from django.contrib.auth import get_user_model
 
-    from django_integration.models import DeferredAction
+    from deferred_confirmation.django_integration.models import DeferredAction
 
     user_model = get_user_model()
     password = "a long demo passphrase"
@@ -425,7 +425,7 @@ def submit_change(browser: Browser, path: str, fields: dict[str, str], what: str
 
 def sent_delivery(action_id: str, channel: str, procs: Processes):
     """The action's delivery over ``channel`` once the worker has handed its secret to the provider."""
-    from django_integration.models import Delivery
+    from deferred_confirmation.django_integration.models import Delivery
 
     def probe():
         delivery = Delivery.objects.filter(action_id=action_id, channel=channel).first()
@@ -453,7 +453,7 @@ def enter_secret(browser: Browser, procs: Processes, path: str, page: str, field
 
 
 def demo_phone_change(alice: Browser, procs: Processes, fake) -> None:
-    from django_integration.models import Delivery
+    from deferred_confirmation.django_integration.models import Delivery
     from example.accounts.models import Profile
 
     code_path, action_id = submit_change(alice, "/account/phone/", {"phone": "(202) 555-0123"},
@@ -537,7 +537,7 @@ def demo_address_change(alice: Browser, procs: Processes, letters_dir: Path) -> 
     pdf = letters_dir / delivery.provider_ref
     if not pdf.is_file() or not pdf.read_bytes().startswith(b"%PDF-"):
         raise DemoError(f"no PDF letter at {pdf}")
-    from pipeline.channels.letter import ALPHABET
+    from deferred_confirmation.pipeline.channels.letter import ALPHABET
 
     text = pdf_text(pdf)
     # not inside the code page's URL, whose UUID can hold a group like "3464-4769"
@@ -563,7 +563,7 @@ def demo_address_change(alice: Browser, procs: Processes, letters_dir: Path) -> 
 
 
 def demo_bank_account(alice: Browser, procs: Processes) -> None:
-    from django_integration.models import DeferredAction
+    from deferred_confirmation.django_integration.models import DeferredAction
     from example.accounts.models import Profile
 
     account = {"bank_holder": "Alice Example", "bank_iban": "", "bank_routing_number": "111000025",
@@ -651,8 +651,10 @@ def main() -> int:
         procs.run("migrate", sys.executable, "manage.py", "migrate", "--no-input")
         say("manage.py migrate: tables created, and the beat schedule: " + describe_schedule())
 
-        procs.start("worker", sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "WARNING", "-c", "2")
-        procs.start("beat", sys.executable, "-m", "celery", "-A", "workers", "beat", "-S", "django",
+        procs.start("worker", sys.executable, "-m", "celery", "-A", "deferred_confirmation.workers", "worker", "-l",
+                    "WARNING", "-c", "2")
+        procs.start("beat", sys.executable, "-m", "celery", "-A", "deferred_confirmation.workers", "beat", "-S",
+                    "django",
                     "-l", "WARNING", "--pidfile", str(var_dir / "beat.pid"))
         procs.start("web", sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload")
         say(f"started celery worker (pid {procs.running['worker'].pid}), beat (pid {procs.running['beat'].pid}), "

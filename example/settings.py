@@ -28,7 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
-    "django_integration",
+    "deferred_confirmation.django_integration",
     "example.accounts",
 ]
 MIDDLEWARE = [
@@ -142,12 +142,13 @@ DEFERRED_CONFIRMATION = {
     "SITE_URL": os.environ.get("SITE_URL", "http://127.0.0.1:8000"),
     "CHANNELS": {
         "email": {},  # a link by mail, with Django's EMAIL_BACKEND (files in var/mail/ here)
-        "sms": {"BACKEND": "pipeline.channels.sms.TwilioSMSChannel", "OPTIONS": TWILIO_OPTIONS},
-        "letter": {"BACKEND": "pipeline.channels.letter.PDFLetterChannel",
+        "sms": {"BACKEND": "deferred_confirmation.pipeline.channels.sms.TwilioSMSChannel", "OPTIONS": TWILIO_OPTIONS},
+        "letter": {"BACKEND": "deferred_confirmation.pipeline.channels.letter.PDFLetterChannel",
                    "OPTIONS": {"STORAGE": "letters", "FROM": LETTER_SENDER, "PAGE_SIZE": "letter"}},
         # The default payout backend: a ledger row per deposit pair, paid by whoever runs
         # `manage.py export_payouts` (the demo reads the amounts from there).
-        "microdeposit": {"BACKEND": "pipeline.channels.microdeposit.LedgerChannel", "OPTIONS": {"CURRENCY": "USD"}},
+        "microdeposit": {"BACKEND": "deferred_confirmation.pipeline.channels.microdeposit.LedgerChannel",
+                         "OPTIONS": {"CURRENCY": "USD"}},
     },
     # Which channel confirms which form (a form's own confirmation_channels would win over these).
     "ROUTES": {
@@ -167,7 +168,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
                    # One JSON object per line, the lifecycle's extra fields as keys: LOG_FORMAT=json.
-                   "json": {"()": "pipeline.logformat.JsonFormatter"}},
+                   "json": {"()": "deferred_confirmation.pipeline.logformat.JsonFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler",
                              "formatter": "json" if os.environ.get("LOG_FORMAT") == "json" else "plain"}},
     "loggers": {"deferred_confirmation": {"handlers": ["console"], "level": "INFO"}},

@@ -21,5 +21,5 @@ urlpatterns = [
          name="password_reset_confirm"),
     path("password/reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
     path("admin/", admin.site.urls),
-    path("confirm/", include("django_integration.urls")),
+    path("confirm/", include("deferred_confirmation.django_integration.urls")),
 ]

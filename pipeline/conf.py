@@ -2,7 +2,7 @@
 
 Every key of ``settings.DEFERRED_CONFIRMATION`` is optional.  Values are read on each access (so
 ``override_settings`` in tests works) and validated by the system check in
-``django_integration.checks``, which reuses :func:`problems` from here.
+``deferred_confirmation.django_integration.checks``, which reuses :func:`problems` from here.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from django.conf import settings
 
 # Built-in channels: a project names one of these with no BACKEND and gets these values.
 CHANNEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "email": {"BACKEND": "pipeline.channels.email.EmailChannel", "EXPIRES": timedelta(days=3),
+    "email": {"BACKEND": "deferred_confirmation.pipeline.channels.email.EmailChannel", "EXPIRES": timedelta(days=3),
               "MAX_ATTEMPTS": None, "SEND_LIMIT": 10, "SEND_WINDOW": timedelta(hours=1)},
     # Twilio Verify's limits: 5 sends per recipient per 10 minutes, 60 s between resends.
-    "sms": {"BACKEND": "pipeline.channels.sms.TwilioSMSChannel", "EXPIRES": timedelta(minutes=10),
+    "sms": {"BACKEND": "deferred_confirmation.pipeline.channels.sms.TwilioSMSChannel", "EXPIRES": timedelta(minutes=10),
             "MAX_ATTEMPTS": 5, "SEND_LIMIT": 5, "SEND_WINDOW": timedelta(minutes=10)},
-    "letter": {"BACKEND": "pipeline.channels.letter.PDFLetterChannel", "EXPIRES": timedelta(days=30),
+    "letter": {"BACKEND": "deferred_confirmation.pipeline.channels.letter.PDFLetterChannel",
+               "EXPIRES": timedelta(days=30),
                "MAX_ATTEMPTS": 5, "SEND_LIMIT": 3, "SEND_WINDOW": timedelta(days=30),
                "RESEND_COOLDOWN": timedelta(days=1)},
-    "microdeposit": {"BACKEND": "pipeline.channels.microdeposit.LedgerChannel",
+    "microdeposit": {"BACKEND": "deferred_confirmation.pipeline.channels.microdeposit.LedgerChannel",
                      "EXPIRES": timedelta(days=10), "MAX_ATTEMPTS": 3, "SEND_LIMIT": 2,
                      "SEND_WINDOW": timedelta(days=10), "RESEND_COOLDOWN": timedelta(days=3)},
 }
@@ -54,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     # broker's redelivery of a dead worker's task (Redis visibility timeout, 1 hour by default)
     "SEND_LEASE": timedelta(minutes=5),
     # dotted path of the Celery app that publishes the tasks; set your project's own app here if you have one
-    "CELERY_APP": "workers.app",
+    "CELERY_APP": "deferred_confirmation.workers.app",
     "APPLY_QUEUE": "confirmation.apply",
     "MAINTENANCE_QUEUE": "confirmation.maintenance",
     "FROM_EMAIL": None,  # None: settings.DEFAULT_FROM_EMAIL

@@ -20,9 +20,9 @@ from typing import Any
 
 from celery import Celery
 from django.db import transaction
-from django.utils.module_loading import import_string
 
-from pipeline.conf import app_settings
+from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.paths import import_path
 
 logger = logging.getLogger("deferred_confirmation.dispatch")
 
@@ -37,7 +37,7 @@ def enqueue(task_name: str, *args: Any, queue: str | None = None, countdown: flo
     kwargs = {}
     if task_name in ACTION_KEYWORD_TASKS:
         if action_id is None and args:
-            from django_integration.models import Delivery
+            from deferred_confirmation.django_integration.models import Delivery
 
             action_id = Delivery.objects.filter(pk=args[0]).values_list("action_id", flat=True).first()
         if action_id is not None:
@@ -52,7 +52,7 @@ def celery_app() -> Celery:
     """The app named by CELERY_APP.  Not ``celery.current_app``: that is per thread, and in a thread other
     than the one that created the project's app (a threaded web server's) it is Celery's unconfigured
     fallback app, which would publish to the wrong broker."""
-    return import_string(app_settings.CELERY_APP)
+    return import_path(app_settings.CELERY_APP)
 
 
 def _publish(task_name: str, args: tuple, kwargs: dict, queue: str | None, countdown: float | None) -> None:

@@ -2,7 +2,7 @@
 
 Only the keys of the form's own fields are kept (no CSRF token, no unrelated POST data).  Values of
 sensitive fields (PasswordInput widgets and the form's ``sensitive_fields``) are sealed with
-:mod:`pipeline.crypto` so a pending sign-up's password is not readable at rest.
+:mod:`deferred_confirmation.pipeline.crypto` so a pending sign-up's password is not readable at rest.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from django.db import models
 from django.utils.crypto import salted_hmac
 from django.utils.datastructures import MultiValueDict
 
-from pipeline import crypto
+from deferred_confirmation.pipeline import crypto
 
 SEALED = "__sealed__"
 # PostgreSQL's jsonb cannot hold U+0000; such strings are stored base64-encoded under this tag.

@@ -6,8 +6,8 @@ Threats answered:
   and paid letters or payouts triggered in a loop: counted per channel and recipient across all actions,
   like Twilio Verify's per-recipient limits.
 - The same from one client to many recipients (a list of premium numbers, a list of inboxes): counted per
-  client address (:mod:`django_integration.clients`) and per signed-in user, SEND_LIMIT_PER_CLIENT per
-  SEND_WINDOW_PER_CLIENT, one per recipient sent to, at save() and at resend.
+  client address (:mod:`deferred_confirmation.django_integration.clients`) and per signed-in user, SEND_LIMIT_PER_CLIENT
+  per SEND_WINDOW_PER_CLIENT, one per recipient sent to, at save() and at resend.
 - A rotated SECRET_KEY resetting every limit: recipients, clients and users are stored only as keyed hashes
   (no personal data in these rows), and a send recorded under a key in SECRET_KEY_FALLBACKS still counts.
 """
@@ -24,8 +24,8 @@ from django.db import connection
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from django_integration.models import SendRecord
-from pipeline.conf import app_settings
+from deferred_confirmation.django_integration.models import SendRecord
+from deferred_confirmation.pipeline.conf import app_settings
 
 #: SendRecord.channel of the rows counted per sender rather than per recipient (no channel name starts with "@").
 CLIENT_SCOPE, USER_SCOPE = "@client", "@user"
@@ -64,7 +64,7 @@ def _keys(salt: str, value: str, *, current_only: bool = False) -> list[str]:
 
 
 def _identity(channel: str, recipient: str) -> str:
-    from pipeline.channels import configured_channel
+    from deferred_confirmation.pipeline.channels import configured_channel
 
     backend = configured_channel(channel)
     return f"{channel}:{backend.limit_identity(recipient) if backend is not None else recipient}"

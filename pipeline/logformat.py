@@ -15,17 +15,18 @@ In settings::
     LOGGING = {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "pipeline.logformat.JsonFormatter"}},
+        "formatters": {"json": {"()": "deferred_confirmation.pipeline.logformat.JsonFormatter"}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
         "loggers": {"deferred_confirmation": {"handlers": ["console"], "level": "INFO"}},
     }
 
 Every other logger's records come out as the same JSON object, with their message but without their extra
 fields: those are other libraries' (Celery puts a task's arguments in ``data``; Django a ``request`` whose
-path can be a link token), so they are rendered only when named: ``{"()": "pipeline.logformat.JsonFormatter",
-"fields": ["status_code"]}``.  The library's own loggers (``deferred_confirmation.*``, whose extras never hold
-a secret or a full recipient) have all theirs rendered; ``trusted=[...]`` names other such logger prefixes.
-Values that are not plain data (str, numbers, bools, None, lists and dicts of those) are never rendered.
+path can be a link token), so they are rendered only when named: ``{"()":
+"deferred_confirmation.pipeline.logformat.JsonFormatter", "fields": ["status_code"]}``.  The library's own loggers
+(``deferred_confirmation.*``, whose extras never hold a secret or a full recipient) have all theirs rendered;
+``trusted=[...]`` names other such logger prefixes. Values that are not plain data (str, numbers, bools, None, lists and
+dicts of those) are never rendered.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pipeline.conf import app_settings
+from deferred_confirmation.pipeline.conf import app_settings
 
 POLICIES = ("any", "all")
 

@@ -12,7 +12,7 @@ import redis
 from django.conf import settings
 from django.core import mail
 
-import workers
+from deferred_confirmation import workers
 
 LINK_RE = re.compile(r"/confirm/([A-Za-z0-9_-]{43})/")
 
@@ -28,7 +28,7 @@ def link_token(message: mail.EmailMessage | str) -> str:
 def own(client, action) -> None:
     """Make ``client`` belong to ``action`` as a real site's visitor would: signed in as its user, or (an
     anonymous action) holding the browser session that saved it."""
-    from django_integration import ownership
+    from deferred_confirmation.django_integration import ownership
 
     if action.user_id is not None:
         client.force_login(action.user)
@@ -64,7 +64,7 @@ def celery_worker_inprocess(transactional_db):
     from celery.contrib.testing.worker import start_worker
     from kombu import Queue
 
-    from pipeline.conf import app_settings
+    from deferred_confirmation.pipeline.conf import app_settings
 
     app = workers.app
     app.conf.task_always_eager = False

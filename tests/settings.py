@@ -21,7 +21,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django_celery_beat",
-    "django_integration",
+    "deferred_confirmation.django_integration",
     "tests.testapp",
 ]
 MIDDLEWARE = [
@@ -74,8 +74,8 @@ DEFERRED_CONFIRMATION = {
     "RETENTION": timedelta(days=30),
 }
 
-# Knobs for processes the tests start (tests/workers): a `celery -A workers worker` subprocess that shares
-# the test run's database (the test database's name, or the SQLite file) and writes its mail to files.
+# Knobs for processes the tests start (tests/workers): a `celery -A deferred_confirmation.workers worker` subprocess
+# that shares the test run's database (the test database's name, or the SQLite file) and writes its mail to files.
 if os.environ.get("DC_TEST_SHARED_DB_NAME"):
     DATABASES["default"]["NAME"] = os.environ["DC_TEST_SHARED_DB_NAME"]
 if os.environ.get("DC_TEST_EMAIL_FILE_PATH"):

@@ -3,5 +3,5 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("confirm/", include("django_integration.urls")),
+    path("confirm/", include("deferred_confirmation.django_integration.urls")),
 ]

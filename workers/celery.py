@@ -20,11 +20,13 @@ if not os.environ.get("DJANGO_SETTINGS_MODULE"):
     from django.conf import settings as _settings
 
     if not _settings.configured:
-        raise ImproperlyConfigured("workers.app reads its configuration from Django settings: set "
-                                   "DJANGO_SETTINGS_MODULE (for the demo: DJANGO_SETTINGS_MODULE=example.settings).")
+        raise ImproperlyConfigured("deferred_confirmation.workers.app reads its configuration from Django settings: "
+                                   "set DJANGO_SETTINGS_MODULE (for the demo: "
+                                   "DJANGO_SETTINGS_MODULE=example.settings).")
 
 # Not set as Celery's current app: it must never displace a project's own app (the library publishes through
-# DEFERRED_CONFIRMATION["CELERY_APP"] explicitly; `celery -A workers` makes it current in its own process).
+# DEFERRED_CONFIRMATION["CELERY_APP"] explicitly; `celery -A deferred_confirmation.workers` makes it current in its own
+# process).
 app = Celery("workers", set_as_current=False)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 
@@ -48,7 +50,7 @@ NEVER = 2**62
 def _configure(conf) -> None:
     from django.conf import settings
 
-    from pipeline.conf import app_settings
+    from deferred_confirmation.pipeline.conf import app_settings
 
     for key, value in DEFAULTS.items():
         if not hasattr(settings, f"CELERY_{key.upper()}"):
@@ -105,8 +107,8 @@ def _channel_rate_limits(sender, instance, **kwargs) -> None:
     Celery's rate limits are per task type and per worker; a per-channel limit is therefore exact on a
     worker dedicated to that channel (``-Q confirmation.sms``).  A worker consuming several channel queues
     takes the strictest of their limits."""
-    from pipeline.conf import app_settings
-    from pipeline.dispatch import SEND_NOTIFICATION
+    from deferred_confirmation.pipeline.conf import app_settings
+    from deferred_confirmation.pipeline.dispatch import SEND_NOTIFICATION
 
     consumed = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
     limits = [conf["RATE_LIMIT"] for conf in app_settings.CHANNELS.values()

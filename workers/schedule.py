@@ -1,5 +1,5 @@
-"""The beat schedule, stored in django-celery-beat's tables so ``celery -A workers beat -S django`` needs
-nothing else.  Used by a data migration (with historical models) and by
+"""The beat schedule, stored in django-celery-beat's tables so ``celery -A deferred_confirmation.workers beat -S
+django`` needs nothing else.  Used by a data migration (with historical models) and by
 ``manage.py setup_confirmation_schedule``; both bump ``PeriodicTasks`` so a running beat reloads.
 """
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from pipeline import dispatch
+from deferred_confirmation.pipeline import dispatch
 
 # name -> (task, every, period)
 SCHEDULE = {
@@ -21,7 +21,7 @@ SCHEDULE = {
 
 def ensure_schedule(interval_model: Any, task_model: Any, changed_model: Any) -> list[str]:
     """Create or update the periodic tasks; returns the names created or changed."""
-    from pipeline.conf import app_settings
+    from deferred_confirmation.pipeline.conf import app_settings
 
     touched = []
     for name, (task, every, period) in SCHEDULE.items():

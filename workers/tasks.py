@@ -3,10 +3,10 @@
 All are idempotent (running one twice has the effect of once), acknowledged late and rejected back to
 the queue if their worker dies.  Arguments are ids, generations and a sealed secret: nothing readable in
 the broker, and not even the sealed secret in task events or Flower: every publish of these tasks, a
-retry's too, carries an ``argsrepr``/``kwargsrepr`` that shows ids only (:func:`pipeline.dispatch.describe`).
-The delivery tasks take the action's id as an optional ``action_id`` keyword, so Flower shows which action a
-task is for; calls without it (messages published by an earlier version) still work.  Results are ignored;
-the task-succeeded event's result is a bool or a count.
+retry's too, carries an ``argsrepr``/``kwargsrepr`` that shows ids only
+(:func:`deferred_confirmation.pipeline.dispatch.describe`). The delivery tasks take the action's id as an optional
+``action_id`` keyword, so Flower shows which action a task is for; calls without it (messages published by an earlier
+version) still work.  Results are ignored; the task-succeeded event's result is a bool or a count.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from celery import Task, shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.db import InterfaceError, OperationalError
 
-from pipeline import dispatch, lifecycle
-from pipeline.channels import TransientChannelError
-from pipeline.conf import app_settings
+from deferred_confirmation.pipeline import dispatch, lifecycle
+from deferred_confirmation.pipeline.channels import TransientChannelError
+from deferred_confirmation.pipeline.conf import app_settings
 
 logger = logging.getLogger("deferred_confirmation.tasks")
 

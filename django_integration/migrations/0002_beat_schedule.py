@@ -1,11 +1,11 @@
-"""Puts expire/redrive/purge into django-celery-beat's tables, so `celery -A workers beat -S django`
+"""Puts expire/redrive/purge into django-celery-beat's tables, so `celery -A deferred_confirmation.workers beat -S django`
 needs no other set-up.  Re-run (or change) it with `manage.py setup_confirmation_schedule`."""
 
 from django.db import migrations
 
 
 def create_schedule(apps, schema_editor):
-    from workers.schedule import ensure_schedule
+    from deferred_confirmation.workers.schedule import ensure_schedule
 
     ensure_schedule(apps.get_model("django_celery_beat", "IntervalSchedule"),
                     apps.get_model("django_celery_beat", "PeriodicTask"),
@@ -13,7 +13,7 @@ def create_schedule(apps, schema_editor):
 
 
 def remove_schedule(apps, schema_editor):
-    from workers.schedule import SCHEDULE
+    from deferred_confirmation.workers.schedule import SCHEDULE
 
     apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name__in=list(SCHEDULE)).delete()
 

@@ -3,7 +3,7 @@
 Threat answered: a database dump (a backup, a read replica, a leaked snapshot) showing the IBAN or account
 number of every micro-deposit recipient and payout.  Each delivery whose recipient is a bank account (the
 ``microdeposit`` channel, or a JSON recipient with an ``iban``, ``account_number`` or ``routing_number``) and
-each payout without a sealed copy gets one (``pipeline.crypto``, under the current SECRET_KEY), and its clear
+each payout without a sealed copy gets one (``deferred_confirmation.pipeline.crypto``, under the current SECRET_KEY), and its clear
 value is replaced by the masked form (numbers to their last 4).  Reversing opens the sealed copies again.
 """
 
@@ -11,7 +11,7 @@ import json
 
 from django.db import migrations
 
-from django_integration.models import RECIPIENT_PURPOSE, mask_account
+from deferred_confirmation.django_integration.models import RECIPIENT_PURPOSE, mask_account
 
 ACCOUNT_KEYS = ("iban", "account_number", "routing_number")
 BATCH = 500
@@ -30,7 +30,7 @@ def holds_bank_account(channel, recipient):
 
 
 def seal_in_clear(apps, schema_editor):
-    from pipeline import crypto
+    from deferred_confirmation.pipeline import crypto
 
     alias = schema_editor.connection.alias
     Delivery = apps.get_model("confirmation", "Delivery")
@@ -50,7 +50,7 @@ def seal_in_clear(apps, schema_editor):
 def open_sealed(apps, schema_editor):
     """Back to the clear values, for a site going back to a version that reads only those; a copy that no
     longer opens (a key rotated away since) is left sealed."""
-    from pipeline import crypto
+    from deferred_confirmation.pipeline import crypto
 
     alias = schema_editor.connection.alias
     for model, clear, sealed in (("Delivery", "recipient", "recipient_sealed"),

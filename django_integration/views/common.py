@@ -16,9 +16,9 @@ from django.shortcuts import render, resolve_url
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 
-from django_integration import ownership, throttle
-from django_integration.models import DeferredAction
-from pipeline.lifecycle import ConfirmResult, ConfirmStatus
+from deferred_confirmation.django_integration import ownership, throttle
+from deferred_confirmation.django_integration.models import DeferredAction
+from deferred_confirmation.pipeline.lifecycle import ConfirmResult, ConfirmStatus
 
 REFUSALS = {
     ConfirmStatus.INVALID: (404, _("Link not valid"),

@@ -15,10 +15,17 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from django_integration import ownership, throttle
-from django_integration.views.common import not_found, owned_action, private, refused, settle_attempt, throttled
-from pipeline import amounts
-from pipeline.lifecycle import ConfirmStatus, confirm
+from deferred_confirmation.django_integration import ownership, throttle
+from deferred_confirmation.django_integration.views.common import (
+    not_found,
+    owned_action,
+    private,
+    refused,
+    settle_attempt,
+    throttled,
+)
+from deferred_confirmation.pipeline import amounts
+from deferred_confirmation.pipeline.lifecycle import ConfirmStatus, confirm
 
 
 class CodeForm(forms.Form):

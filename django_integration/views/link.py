@@ -8,9 +8,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from django_integration import ownership, throttle
-from django_integration.views.common import private, refused, settle_attempt, throttled
-from pipeline.lifecycle import confirm, peek_link
+from deferred_confirmation.django_integration import ownership, throttle
+from deferred_confirmation.django_integration.views.common import private, refused, settle_attempt, throttled
+from deferred_confirmation.pipeline.lifecycle import confirm, peek_link
 
 
 @private

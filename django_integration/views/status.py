@@ -8,17 +8,17 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
-from django_integration.clients import client_address, signed_in_user
-from django_integration.models import DeferredAction
-from django_integration.views.common import not_found, owned_action, page, private
-from pipeline.conf import app_settings
-from pipeline.lifecycle import resend as resend_secrets
-from pipeline.states import State
+from deferred_confirmation.django_integration.clients import client_address, signed_in_user
+from deferred_confirmation.django_integration.models import DeferredAction
+from deferred_confirmation.django_integration.views.common import not_found, owned_action, page, private
+from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.lifecycle import resend as resend_secrets
+from deferred_confirmation.pipeline.states import State
 
 
 def entry_url_name(action: DeferredAction) -> str | None:
     """The page where this action's secret is typed in, if it is not a link."""
-    from pipeline.channels import get_channel
+    from deferred_confirmation.pipeline.channels import get_channel
 
     kinds = {get_channel(d.channel).secret_kind for d in action.deliveries.all()
              if d.channel in app_settings.CHANNELS}

@@ -13,13 +13,13 @@ import logging
 import re
 
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
-from django.utils.module_loading import import_string
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from pipeline.conf import app_settings
-from pipeline.lifecycle import report_status
+from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.lifecycle import report_status
+from deferred_confirmation.pipeline.paths import import_path
 
 logger = logging.getLogger("deferred_confirmation.webhooks")
 
@@ -50,13 +50,13 @@ _CODE_RE = re.compile(r"\A[0-9]{1,8}\Z")
 
 def _twilio_channels() -> list:
     """Every configured channel whose backend is the Twilio SMS channel (or a subclass)."""
-    from pipeline.channels import get_channel
-    from pipeline.channels.sms import TwilioSMSChannel
+    from deferred_confirmation.pipeline.channels import get_channel
+    from deferred_confirmation.pipeline.channels.sms import TwilioSMSChannel
 
     found = []
     for name, conf in app_settings.CHANNELS.items():
         try:
-            backend = import_string(conf["BACKEND"])
+            backend = import_path(conf["BACKEND"])
         except ImportError:
             continue
         if isinstance(backend, type) and issubclass(backend, TwilioSMSChannel):

@@ -7,10 +7,10 @@ The channel of each form comes from ``DEFERRED_CONFIRMATION["ROUTES"]`` in examp
 from django import forms
 from django.contrib.auth import get_user_model, password_validation
 
-from django_integration.banking import ABARoutingNumberField, IBANField, USAccountNumberField
-from django_integration.forms import DeferredForm
-from django_integration.phone import PhoneNumberField
-from django_integration.postal import MAX_LENGTH, REQUIRED, PostalAddressMixin, country_choices
+from deferred_confirmation.django_integration.banking import ABARoutingNumberField, IBANField, USAccountNumberField
+from deferred_confirmation.django_integration.forms import DeferredForm
+from deferred_confirmation.django_integration.phone import PhoneNumberField
+from deferred_confirmation.django_integration.postal import MAX_LENGTH, REQUIRED, PostalAddressMixin, country_choices
 from example.accounts.models import Profile
 
 User = get_user_model()

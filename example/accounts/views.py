@@ -1,7 +1,7 @@
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 
-from django_integration.models import DeferredAction
+from deferred_confirmation.django_integration.models import DeferredAction
 from example.accounts.forms import (
     AddressChangeForm,
     BankAccountForm,

@@ -1,6 +1,6 @@
 """A fake payouts API (Stripe/Dwolla style) on a loopback port, for tests and the demo.
 
-The API :class:`pipeline.payouts.http.HTTPPayoutBackend` talks to: ``POST /payouts`` with JSON
+The API :class:`deferred_confirmation.pipeline.payouts.http.HTTPPayoutBackend` talks to: ``POST /payouts`` with JSON
 ``{"account": {...}, "amounts": [32, 45], "currency": "USD"}``, a bearer token and an ``Idempotency-Key``
 header, answered ``201 {"id": "po_000001", "status": "pending", ...}``; ``GET /payouts/<id>``.  It records every
 request (headers, auth, body), honours idempotency keys (the same key gives back the same payout, answered
@@ -8,7 +8,7 @@ request (headers, auth, body), honours idempotency keys (the same key gives back
 a 400, as at Stripe) and fails on demand::
 
     with FakePayoutAPI() as api:                    # or api = FakePayoutAPI().start(); ...; api.stop()
-        options = {"PAYOUT_BACKEND": "pipeline.payouts.http.HTTPPayoutBackend",
+        options = {"PAYOUT_BACKEND": "deferred_confirmation.pipeline.payouts.http.HTTPPayoutBackend",
                    "URL": api.url, "API_KEY": api.api_key, "TIMEOUT": 1}
         api.fail_next(400, message="Account is closed")   # or fail_next("invalid", message=...)
         api.fail_next("rate_limit", times=2)               # then two 429s

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from django.utils.module_loading import import_string
-
-from pipeline.channels.base import (
+from deferred_confirmation.pipeline.channels.base import (
     BaseChannel,
     ChannelConfigurationError,
     ChannelError,
     PermanentChannelError,
     TransientChannelError,
 )
-from pipeline.conf import app_settings
+from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.paths import import_path
 
 __all__ = [
     "BaseChannel",
@@ -31,5 +30,5 @@ def configured_channel(name: str) -> BaseChannel | None:
 
 def get_channel(name: str) -> BaseChannel:
     conf = app_settings.channel(name)
-    backend = import_string(conf["BACKEND"])
+    backend = import_path(conf["BACKEND"])
     return backend(name, conf)

@@ -11,11 +11,11 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
-from pipeline import tokens
-from pipeline.conf import app_settings
+from deferred_confirmation.pipeline import tokens
+from deferred_confirmation.pipeline.conf import app_settings
 
 if TYPE_CHECKING:
-    from django_integration.models import DeferredAction, Delivery
+    from deferred_confirmation.django_integration.models import DeferredAction, Delivery
 
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*(@[A-Za-z0-9.-]+)")

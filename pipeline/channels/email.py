@@ -16,17 +16,17 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from pipeline.channels import mailconn
-from pipeline.channels.base import (
+from deferred_confirmation.pipeline.channels import mailconn
+from deferred_confirmation.pipeline.channels.base import (
     BaseChannel,
     ChannelConfigurationError,
     PermanentChannelError,
     TransientChannelError,
 )
-from pipeline.conf import app_settings
+from deferred_confirmation.pipeline.conf import app_settings
 
 if TYPE_CHECKING:
-    from django_integration.models import DeferredAction, Delivery
+    from deferred_confirmation.django_integration.models import DeferredAction, Delivery
 
 logger = logging.getLogger("deferred_confirmation.channels")
 

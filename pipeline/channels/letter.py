@@ -38,18 +38,18 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.crypto import salted_hmac
 
-from django_integration.postal import address_lines
-from pipeline import tokens
-from pipeline.channels.base import (
+from deferred_confirmation.django_integration.postal import address_lines
+from deferred_confirmation.pipeline import tokens
+from deferred_confirmation.pipeline.channels.base import (
     BaseChannel,
     ChannelConfigurationError,
     PermanentChannelError,
     TransientChannelError,
 )
-from pipeline.conf import app_settings
+from deferred_confirmation.pipeline.conf import app_settings
 
 if TYPE_CHECKING:
-    from django_integration.models import DeferredAction, Delivery
+    from deferred_confirmation.django_integration.models import DeferredAction, Delivery
 
 logger = logging.getLogger("deferred_confirmation.channels.letter")
 

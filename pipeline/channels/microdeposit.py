@@ -1,5 +1,5 @@
 """Micro-deposits: two small amounts paid into a bank account; its owner reads them on the statement and
-types them back (``confirmation:deposits`` page, or ``pipeline.confirm((32, 45), action=...)``).
+types them back (``confirmation:deposits`` page, or ``deferred_confirmation.pipeline.confirm((32, 45), action=...)``).
 
 The secret is the pair of amounts, two *different* amounts of 1-99 cents drawn with :mod:`secrets`, kept
 as canonical text ("32,45", ascending) so that the order they are typed in does not matter; only its HMAC is
@@ -8,14 +8,15 @@ stored on the delivery.  With 99 x 98 / 2 = 4851 pairs it is guessable, hence th
 The recipient is the bank account, the dict the form's ``get_recipient("microdeposit")`` returns, e.g.
 ``{"holder": "Ada Lovelace", "iban": "DE89370400440532013000", "country": "DE"}`` or ``{"holder": ...,
 "routing_number": "111000025", "account_number": "12345678", "country": "US"}``; validate it with the fields of
-:mod:`django_integration.banking`.  It is sensitive (:attr:`LedgerChannel.sensitive_recipient`): the delivery
-stores it as JSON sealed, and in clear only with its numbers masked to their last 4 digits.
+:mod:`deferred_confirmation.django_integration.banking`.  It is sensitive (:attr:`LedgerChannel.sensitive_recipient`):
+the delivery stores it as JSON sealed, and in clear only with its numbers masked to their last 4 digits.
 
 OPTIONS:
 
-- ``PAYOUT_BACKEND``: dotted path of a :class:`pipeline.payouts.base.PayoutBackend`, default
-  ``"pipeline.payouts.ledger.LedgerPayoutBackend"`` (a ``Payout`` row the operator pays from
-  ``manage.py export_payouts``); ``"pipeline.payouts.http.HTTPPayoutBackend"`` talks to a payouts API.
+- ``PAYOUT_BACKEND``: dotted path of a :class:`deferred_confirmation.pipeline.payouts.base.PayoutBackend`, default
+  ``"deferred_confirmation.pipeline.payouts.ledger.LedgerPayoutBackend"`` (a ``Payout`` row the operator pays from
+  ``manage.py export_payouts``); ``"deferred_confirmation.pipeline.payouts.http.HTTPPayoutBackend"`` talks to a payouts
+  API.
 - ``CURRENCY``: default ``"USD"``.
 - whatever the payout backend reads (HTTP: ``URL``, ``API_KEY``, ``TIMEOUT``).
 """
@@ -26,12 +27,12 @@ import json
 import secrets
 from typing import TYPE_CHECKING
 
-from pipeline.amounts import canonical, parse_pair
-from pipeline.channels.base import BaseChannel, PermanentChannelError
-from pipeline.payouts.base import PayoutBackend, load_backend
+from deferred_confirmation.pipeline.amounts import canonical, parse_pair
+from deferred_confirmation.pipeline.channels.base import BaseChannel, PermanentChannelError
+from deferred_confirmation.pipeline.payouts.base import PayoutBackend, load_backend
 
 if TYPE_CHECKING:
-    from django_integration.models import DeferredAction, Delivery
+    from deferred_confirmation.django_integration.models import DeferredAction, Delivery
 
 LOWEST, HIGHEST = 1, 99  # cents
 

@@ -2,7 +2,7 @@
 
 OPTIONS
     ``ACCOUNT_SID``, ``AUTH_TOKEN``: the account's credentials (the token also checks the signature of
-    delivery-status webhooks, see ``django_integration.views.webhooks``).
+    delivery-status webhooks, see ``deferred_confirmation.django_integration.views.webhooks``).
     ``FROM``: the sending number (E.164), or ``MESSAGING_SERVICE_SID`` to let a Messaging Service pick one.
     ``CODE_LENGTH``: digits in a code, 4-10 (default 6).
     ``TIMEOUT``: seconds to wait for Twilio on each request (default 10).
@@ -42,17 +42,17 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from pipeline import tokens
-from pipeline.channels.base import (
+from deferred_confirmation.pipeline import tokens
+from deferred_confirmation.pipeline.channels.base import (
     BaseChannel,
     ChannelConfigurationError,
     PermanentChannelError,
     TransientChannelError,
 )
-from pipeline.conf import app_settings
+from deferred_confirmation.pipeline.conf import app_settings
 
 if TYPE_CHECKING:
-    from django_integration.models import DeferredAction, Delivery
+    from deferred_confirmation.django_integration.models import DeferredAction, Delivery
 
 TEMPLATE = "confirmation/sms/body.txt"
 DEFAULT_CODE_LENGTH = 6
@@ -96,7 +96,7 @@ _CODE_RE = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() and \d accept othe
 
 def mask_numbers(text: str) -> str:
     """``The 'To' number +12*******23 is not valid``: no phone number in a stored reason or a log line."""
-    from django_integration.models import mask_recipient
+    from deferred_confirmation.django_integration.models import mask_recipient
 
     return _PHONE_RE.sub(lambda m: mask_recipient(re.sub(r"[^\d+]", "", m.group())), text)
 

@@ -1,8 +1,8 @@
 """The lifecycle of a deferred action: small functions over the transition table in pipeline.states."""
 
-from pipeline.lifecycle.applying import ApplyRefused, apply
-from pipeline.lifecycle.confirming import ConfirmResult, ConfirmStatus, confirm, peek_link
-from pipeline.lifecycle.delivery import (
+from deferred_confirmation.pipeline.lifecycle.applying import ApplyRefused, apply
+from deferred_confirmation.pipeline.lifecycle.confirming import ConfirmResult, ConfirmStatus, confirm, peek_link
+from deferred_confirmation.pipeline.lifecycle.delivery import (
     ResendResult,
     cancel,
     deliver,
@@ -11,9 +11,9 @@ from pipeline.lifecycle.delivery import (
     generate,
     resend,
 )
-from pipeline.lifecycle.maintenance import expire, expire_now, purge, redrive
-from pipeline.lifecycle.provider import report_status
-from pipeline.lifecycle.staging import stage
+from deferred_confirmation.pipeline.lifecycle.maintenance import expire, expire_now, purge, redrive
+from deferred_confirmation.pipeline.lifecycle.provider import report_status
+from deferred_confirmation.pipeline.lifecycle.staging import stage
 
 __all__ = [
     "ApplyRefused",

@@ -18,13 +18,21 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, models, transaction
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
-from django_integration.signals import change_confirmed
-from pipeline import formdata
-from pipeline.channels.base import redact_contacts
-from pipeline.lifecycle.transitions import fail, first_locked, lock, logged_step, move, note, signal_on_commit
-from pipeline.states import State
+from deferred_confirmation.django_integration.signals import change_confirmed
+from deferred_confirmation.pipeline import formdata
+from deferred_confirmation.pipeline.channels.base import redact_contacts
+from deferred_confirmation.pipeline.lifecycle.transitions import (
+    fail,
+    first_locked,
+    lock,
+    logged_step,
+    move,
+    note,
+    signal_on_commit,
+)
+from deferred_confirmation.pipeline.paths import import_path
+from deferred_confirmation.pipeline.states import State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
 
@@ -116,7 +124,7 @@ def _form_class(path: str) -> type:
     """The form class by its stored path; a module that no longer imports (renamed, a syntax error, an error
     raised while importing it) refuses the apply instead of leaving the action confirmed."""
     try:
-        return import_string(path)
+        return import_path(path)
     except ImportError as exc:
         raise ApplyRefused(f"The form {path} can no longer be imported.") from exc
     except (OperationalError, InterfaceError):

@@ -13,13 +13,22 @@ from typing import Any
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
-from django_integration.models import DeferredAction, Delivery
-from django_integration.signals import action_expired
-from pipeline import dispatch, tokens
-from pipeline.channels import configured_channel, get_channel
-from pipeline.conf import app_settings
-from pipeline.lifecycle.transitions import action_key, close_deliveries, first, lock, move, note, signal_on_commit, step
-from pipeline.states import DeliveryStatus, State
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.django_integration.signals import action_expired
+from deferred_confirmation.pipeline import dispatch, tokens
+from deferred_confirmation.pipeline.channels import configured_channel, get_channel
+from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.lifecycle.transitions import (
+    action_key,
+    close_deliveries,
+    first,
+    lock,
+    move,
+    note,
+    signal_on_commit,
+    step,
+)
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
 
 
 class ConfirmStatus(StrEnum):

@@ -16,15 +16,14 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
-from django_integration.models import DeferredAction, Delivery
-from django_integration.signals import confirmation_required
-from pipeline import crypto, dispatch, formdata, limits
-from pipeline.channels import PermanentChannelError, TransientChannelError, get_channel
-from pipeline.channels.base import recipient_values, redact_contacts
-from pipeline.conf import app_settings
-from pipeline.lifecycle.transitions import (
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.django_integration.signals import confirmation_required
+from deferred_confirmation.pipeline import crypto, dispatch, formdata, limits
+from deferred_confirmation.pipeline.channels import PermanentChannelError, TransientChannelError, get_channel
+from deferred_confirmation.pipeline.channels.base import recipient_values, redact_contacts
+from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.lifecycle.transitions import (
     action_key,
     close_deliveries,
     fail,
@@ -38,7 +37,8 @@ from pipeline.lifecycle.transitions import (
     note,
     quiet,
 )
-from pipeline.states import DeliveryStatus, State
+from deferred_confirmation.pipeline.paths import import_path
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
 SECRET_PURPOSE = "secret-in-flight"
@@ -184,7 +184,7 @@ def _record_sent(action: DeferredAction, delivery_id: int, generation: int, prov
 
 def _send(channel: Any, delivery: Delivery, action: DeferredAction, secret: str) -> str:
     """The form's own ``send_notification`` hook if it has one (the seed's API), else the channel."""
-    form_class = import_string(action.form_class)
+    form_class = import_path(action.form_class)
     if not hasattr(form_class, "send_notification"):
         return channel.send(delivery=delivery, action=action, secret=secret)
     form = form_class.rebuild(action=action, data=formdata.load(action.form_data), instance=action.target)

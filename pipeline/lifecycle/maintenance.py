@@ -20,16 +20,16 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from django_integration.models import DeferredAction, Delivery, Payout
-from django_integration.signals import action_expired
-from pipeline import dispatch, limits
-from pipeline.channels import configured_channel
-from pipeline.channels.base import recipient_values, redact_contacts
-from pipeline.conf import app_settings
-from pipeline.lifecycle.confirming import expire_one
-from pipeline.lifecycle.delivery import fail_locked_delivery, restart
-from pipeline.lifecycle.transitions import fail, lock, logger, signal_on_commit
-from pipeline.states import OPEN, TERMINAL, DeliveryStatus, State
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery, Payout
+from deferred_confirmation.django_integration.signals import action_expired
+from deferred_confirmation.pipeline import dispatch, limits
+from deferred_confirmation.pipeline.channels import configured_channel
+from deferred_confirmation.pipeline.channels.base import recipient_values, redact_contacts
+from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.lifecycle.confirming import expire_one
+from deferred_confirmation.pipeline.lifecycle.delivery import fail_locked_delivery, restart
+from deferred_confirmation.pipeline.lifecycle.transitions import fail, lock, logger, signal_on_commit
+from deferred_confirmation.pipeline.states import OPEN, TERMINAL, DeliveryStatus, State
 
 Progress = Callable[[int], None]
 #: Delivery states that may still lead to a confirmation.

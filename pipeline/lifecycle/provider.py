@@ -18,10 +18,10 @@ import logging
 
 from django.db import transaction
 
-from django_integration.models import Delivery
-from pipeline.lifecycle.delivery import delivery_failed
-from pipeline.lifecycle.transitions import lock, logged_step, note, quiet
-from pipeline.states import DeliveryStatus
+from deferred_confirmation.django_integration.models import Delivery
+from deferred_confirmation.pipeline.lifecycle.delivery import delivery_failed
+from deferred_confirmation.pipeline.lifecycle.transitions import lock, logged_step, note, quiet
+from deferred_confirmation.pipeline.states import DeliveryStatus
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
 
@@ -36,7 +36,7 @@ def report_status(channel: str, provider_ref: str, status: str, detail: str = ""
     ``status`` is ``"delivered"`` or ``"failed"`` (anything else is ignored); ``detail`` is the
     provider's reason for a failure (its error code first), stored on the delivery and the action.
     A failure is permanent: the delivery fails, and the action with it when no other delivery can
-    still confirm it (:func:`pipeline.lifecycle.delivery_failed`).
+    still confirm it (:func:`deferred_confirmation.pipeline.lifecycle.delivery_failed`).
     """
     if status not in (DELIVERED, FAILED) or not isinstance(provider_ref, str) or not provider_ref:
         return None

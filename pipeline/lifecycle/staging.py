@@ -11,11 +11,11 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from django_integration.models import DeferredAction, Delivery, seal_recipient
-from pipeline import dispatch, formdata, limits, routing
-from pipeline.channels import get_channel
-from pipeline.conf import app_settings
-from pipeline.lifecycle.transitions import logged_step, note
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery, seal_recipient
+from deferred_confirmation.pipeline import dispatch, formdata, limits, routing
+from deferred_confirmation.pipeline.channels import get_channel
+from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.lifecycle.transitions import logged_step, note
 
 
 def form_path(form_class: type) -> str:
@@ -94,9 +94,10 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
           channels: list[str] | None = None, client: str | None = None) -> DeferredAction:
     """Store ``form`` (valid, bound) as a pending action; deliveries are enqueued when the caller commits.
 
-    Raises :class:`pipeline.limits.SendLimitExceeded` if a recipient was sent too many secrets recently
-    (DeferredForm reports that as a form error during validation already), or the ``client`` (its address,
-    :func:`django_integration.clients.client_address`) or signed-in ``user`` asked for too many lately."""
+    Raises :class:`deferred_confirmation.pipeline.limits.SendLimitExceeded` if a recipient was sent too many secrets
+    recently (DeferredForm reports that as a form error during validation already), or the ``client`` (its address,
+    :func:`deferred_confirmation.django_integration.clients.client_address`) or signed-in ``user`` asked for too
+    many lately."""
     model = form._meta.model
     chosen = form_route(form, channels)
     recipients = recipients_for(form, chosen.channels)

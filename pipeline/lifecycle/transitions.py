@@ -1,8 +1,8 @@
 """The one place an action changes state: checked against the transition table, logged, signalled.
 
 Logging (logger ``deferred_confirmation.lifecycle``): every lifecycle step logs exactly one line when it
-ends, carrying ``extra`` fields for a structured formatter (:mod:`pipeline.logformat`): ``event`` (the step:
-stage, generate, deliver, deliver_retry, deliver_failed, delivery_report, confirm, apply, resend, cancel),
+ends, carrying ``extra`` fields for a structured formatter (:mod:`deferred_confirmation.pipeline.logformat`): ``event``
+(the step: stage, generate, deliver, deliver_retry, deliver_failed, delivery_report, confirm, apply, resend, cancel),
 ``outcome``, ``action_id``, ``channel``, ``from_state``/``to_state`` when the step changed the action's
 state, ``duration_ms`` and a few step-specific ids (``delivery_id``, ``generation``, ``status``, ``reason``).
 Never a secret, and never a full recipient.  A state change made outside any step is logged on its own
@@ -25,8 +25,8 @@ from django.db.models import QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
-from django_integration.models import DeferredAction, Delivery
-from pipeline.states import DeliveryStatus, State, check_transition
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline.states import DeliveryStatus, State, check_transition
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
 
@@ -72,7 +72,7 @@ def close_deliveries(action: DeferredAction) -> None:
 
 
 def fail(action: DeferredAction, reason: str) -> None:
-    from django_integration.signals import confirmation_failed
+    from deferred_confirmation.django_integration.signals import confirmation_failed
 
     move(action, State.FAILED, failure_reason=reason[:2000])
     close_deliveries(action)

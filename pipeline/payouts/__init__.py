@@ -1,5 +1,6 @@
-"""Payout backends: who actually pays the two micro-deposits (see :mod:`pipeline.payouts.base`)."""
+"""Payout backends: who actually pays the two micro-deposits (see
+:mod:`deferred_confirmation.pipeline.payouts.base`)."""
 
-from pipeline.payouts.base import DEFAULT_BACKEND, PayoutBackend, load_backend
+from deferred_confirmation.pipeline.payouts.base import DEFAULT_BACKEND, PayoutBackend, load_backend
 
 __all__ = ["DEFAULT_BACKEND", "PayoutBackend", "load_backend"]

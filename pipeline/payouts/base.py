@@ -20,9 +20,10 @@ later (timeouts, connection errors, 429, 5xx; the task retries with backoff and 
 and :class:`PermanentChannelError` for a refusal (closed account, invalid account number, bad credentials:
 the delivery and the action fail with the provider's reason, nothing is retried).
 
-Backends shipped: :class:`pipeline.payouts.ledger.LedgerPayoutBackend` (the default: a ``Payout`` row the
-operator exports with ``manage.py export_payouts``) and :class:`pipeline.payouts.http.HTTPPayoutBackend`
-(a JSON API in the style of Stripe or Dwolla).  See ``pipeline.payouts.http`` for writing another one.
+Backends shipped: :class:`deferred_confirmation.pipeline.payouts.ledger.LedgerPayoutBackend` (the default: a ``Payout``
+row the operator exports with ``manage.py export_payouts``) and
+:class:`deferred_confirmation.pipeline.payouts.http.HTTPPayoutBackend` (a JSON API in the style of Stripe or Dwolla).
+See ``deferred_confirmation.pipeline.payouts.http`` for writing another one.
 """
 
 from __future__ import annotations
@@ -31,14 +32,13 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from django.utils.module_loading import import_string
-
-from pipeline.channels.base import ChannelConfigurationError, PermanentChannelError
+from deferred_confirmation.pipeline.channels.base import ChannelConfigurationError, PermanentChannelError
+from deferred_confirmation.pipeline.paths import import_path
 
 if TYPE_CHECKING:
-    from django_integration.models import Delivery
+    from deferred_confirmation.django_integration.models import Delivery
 
-DEFAULT_BACKEND = "pipeline.payouts.ledger.LedgerPayoutBackend"
+DEFAULT_BACKEND = "deferred_confirmation.pipeline.payouts.ledger.LedgerPayoutBackend"
 DEFAULT_CURRENCY = "USD"
 _CURRENCY = re.compile(r"\A[A-Z]{3}\Z")
 
@@ -82,7 +82,7 @@ def load_backend(options: Mapping[str, Any] | None = None) -> PayoutBackend:
     options = options or {}
     path = options.get("PAYOUT_BACKEND") or DEFAULT_BACKEND
     try:
-        backend_class = import_string(path)
+        backend_class = import_path(path)
     except ImportError as exc:
         raise ChannelConfigurationError(f"PAYOUT_BACKEND {path!r} cannot be imported: {exc}") from exc
     if not (isinstance(backend_class, type) and issubclass(backend_class, PayoutBackend)):

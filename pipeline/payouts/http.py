@@ -3,7 +3,7 @@
 Configuration (the micro-deposit channel's OPTIONS)::
 
     "microdeposit": {"OPTIONS": {
-        "PAYOUT_BACKEND": "pipeline.payouts.http.HTTPPayoutBackend",
+        "PAYOUT_BACKEND": "deferred_confirmation.pipeline.payouts.http.HTTPPayoutBackend",
         "URL": "https://payouts.example.com/v1",   # base URL, required
         "API_KEY": "sk_live_...",                   # sent as "Authorization: Bearer <API_KEY>"
         "TIMEOUT": 10,                              # seconds, per request (default 10)
@@ -22,8 +22,8 @@ The protocol:
 
 Plugging in another provider
 ----------------------------
-Subclass :class:`pipeline.payouts.base.PayoutBackend` (or this class, if the provider speaks roughly this
-protocol: override :meth:`HTTPPayoutBackend.payout_request` to shape the request and
+Subclass :class:`deferred_confirmation.pipeline.payouts.base.PayoutBackend` (or this class, if the provider speaks
+roughly this protocol: override :meth:`HTTPPayoutBackend.payout_request` to shape the request and
 :meth:`HTTPPayoutBackend.payout_id` to read the answer) and name it in ``OPTIONS["PAYOUT_BACKEND"]``;
 every other key of OPTIONS is yours to read from ``self.options``.  The rules:
 
@@ -41,13 +41,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pipeline.channels.base import ChannelConfigurationError, PermanentChannelError, TransientChannelError
-from pipeline.payouts.base import PayoutBackend, checked_account, checked_amounts
+from deferred_confirmation.pipeline.channels.base import (
+    ChannelConfigurationError,
+    PermanentChannelError,
+    TransientChannelError,
+)
+from deferred_confirmation.pipeline.payouts.base import PayoutBackend, checked_account, checked_amounts
 
 if TYPE_CHECKING:
     import requests
 
-    from django_integration.models import Delivery
+    from deferred_confirmation.django_integration.models import Delivery
 
 DEFAULT_TIMEOUT = 10.0
 MAX_REASON = 500

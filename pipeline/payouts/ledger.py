@@ -3,8 +3,8 @@
 Nothing leaves the site: ``initiate`` writes the account and the two amounts to the ``Payout`` table, and
 the operator (or a cron job feeding the bank's batch-payment upload) runs ``manage.py export_payouts`` to
 read them, as CSV or JSON, and mark them exported.  The amounts are the secret, so they are sealed with
-:mod:`pipeline.crypto` (bound to the payout's idempotency key, so a sealed value copied onto another row
-does not open there): a database dump does not show them, only the export with the site's key does.  The
+:mod:`deferred_confirmation.pipeline.crypto` (bound to the payout's idempotency key, so a sealed value copied onto
+another row does not open there): a database dump does not show them, only the export with the site's key does.  The
 bank account is sensitive too: ``Payout.account`` holds it with its numbers masked (last 4, for the admin),
 ``Payout.account_sealed`` the full account sealed, opened by the export.
 
@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
 
-from pipeline import crypto
-from pipeline.amounts import canonical, parse_pair
-from pipeline.payouts.base import PayoutBackend, checked_account, checked_amounts
+from deferred_confirmation.pipeline import crypto
+from deferred_confirmation.pipeline.amounts import canonical, parse_pair
+from deferred_confirmation.pipeline.payouts.base import PayoutBackend, checked_account, checked_amounts
 
 if TYPE_CHECKING:
-    from django_integration.models import Delivery, Payout
+    from deferred_confirmation.django_integration.models import Delivery, Payout
 
 AMOUNTS_PURPOSE = "payout-amounts"
 REF_PREFIX = "ledger:"
@@ -50,7 +50,7 @@ class LedgerPayoutBackend(PayoutBackend):
 
     def initiate(self, account: dict[str, Any], amounts: tuple[int, int], idempotency_key: str, *,
                  delivery: Delivery | None = None) -> str:
-        from django_integration.models import Payout, seal_recipient
+        from deferred_confirmation.django_integration.models import Payout, seal_recipient
 
         account = checked_account(account)
         pair = checked_amounts(amounts)
@@ -73,7 +73,7 @@ class LedgerPayoutBackend(PayoutBackend):
         return self.reference(payout)
 
     def status(self, provider_ref: str) -> str:
-        from django_integration.models import Payout
+        from deferred_confirmation.django_integration.models import Payout
 
         pk = provider_ref.removeprefix(REF_PREFIX) if isinstance(provider_ref, str) else ""
         payout = Payout.objects.filter(pk=int(pk)).first() if pk.isascii() and pk.isdigit() and len(pk) < 19 else None

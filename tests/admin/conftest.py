@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
-from django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile
 

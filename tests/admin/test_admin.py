@@ -13,11 +13,11 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
-from django_integration.admin import REDACTED, mask_text, redacted_form_data
-from django_integration.models import DeferredAction, Delivery, Payout, mask_recipient
-from pipeline import formdata
-from pipeline.payouts.ledger import open_amounts
-from pipeline.states import State
+from deferred_confirmation.django_integration.admin import REDACTED, mask_text, redacted_form_data
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery, Payout, mask_recipient
+from deferred_confirmation.pipeline import formdata
+from deferred_confirmation.pipeline.payouts.ledger import open_amounts
+from deferred_confirmation.pipeline.states import State
 from tests.admin.conftest import overdue, save_change, unique_email
 from tests.admin.forms import NicknameIsSensitiveForm, ProfileSecretsForm
 from tests.channels.microdeposit.forms import BankAccountForm

@@ -16,9 +16,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-import workers
-from django_integration.models import DeferredAction, Delivery, Payout
-from pipeline.states import State
+from deferred_confirmation import workers
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery, Payout
+from deferred_confirmation.pipeline.states import State
 from tests.admin.conftest import age, overdue, save_change
 
 SWEEP_KEYS = {"sweep", "dry_run", "now", "count", "duration_ms"}
@@ -178,7 +178,7 @@ def test_redrive_actions_dry_run_counts_what_the_real_run_queues_again(db, djang
 def test_setup_confirmation_schedule_json(db):
     from django_celery_beat.models import PeriodicTask
 
-    from workers.schedule import SCHEDULE
+    from deferred_confirmation.workers.schedule import SCHEDULE
 
     PeriodicTask.objects.filter(name__in=list(SCHEDULE)).delete()
     report = run_json("setup_confirmation_schedule")
@@ -289,7 +289,7 @@ def test_confirmation_status_with_an_empty_database(db):
 @pytest.mark.parametrize("sweep", ["expire", "purge", "redrive"])
 def test_each_sweep_reports_progress_per_batch_and_logs_one_structured_line(db, caplog, sweep,
                                                                              django_capture_on_commit_callbacks):
-    from pipeline.lifecycle import maintenance
+    from deferred_confirmation.pipeline.lifecycle import maintenance
 
     actions = [save_change() for _ in range(5)]
     if sweep == "expire":

@@ -2,8 +2,8 @@
 
 A temporary EXAMPLE_VAR_DIR holds the SQLite database, the mail files, the letters and the embedded Redis
 (started by the first process that loads example.settings, stopped at the end).  A Celery worker
-(``celery -A workers worker``, prefork) and ``manage.py runserver --noreload`` on a free loopback port run as
-subprocesses; the fake Twilio runs in the test process, so the tests read the texted codes from it.  The
+(``celery -A deferred_confirmation.workers worker``, prefork) and ``manage.py runserver --noreload`` on a free loopback
+port run as subprocesses; the fake Twilio runs in the test process, so the tests read the texted codes from it.  The
 test process itself stays on tests.settings: everything it learns about the site comes over HTTP, from the
 mail files, from the fake Twilio and from ``manage.py export_payouts --json``, as a person or an operator
 would.
@@ -78,7 +78,8 @@ class ExampleSite:
         # One Django start for the tables and the users (this also starts the embedded Redis).
         self.procs.run("setup", sys.executable, "manage.py", "shell", "-c",
                        SETUP.format(names=self.users, password=PASSWORD), timeout=60)
-        self.procs.start("worker", sys.executable, "-m", "celery", "-A", "workers", "worker", "-l", "WARNING",
+        self.procs.start("worker", sys.executable, "-m", "celery", "-A", "deferred_confirmation.workers", "worker",
+                         "-l", "WARNING",
                          "-c", "2")
         self.procs.start("web", sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload")
         demo.wait_for("the web server", demo.web_answers(demo.Browser(self.base)), self.procs, interval=0.1)

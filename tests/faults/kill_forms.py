@@ -12,7 +12,7 @@ from pathlib import Path
 from django.db.models import Value
 from django.db.models.functions import Concat
 
-from pipeline.channels import get_channel
+from deferred_confirmation.pipeline.channels import get_channel
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile
 

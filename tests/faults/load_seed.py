@@ -37,12 +37,12 @@ from django.core.management import call_command  # noqa: E402
 from django.db import transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from django_integration.models import DeferredAction, Delivery  # noqa: E402
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery  # noqa: E402
+from deferred_confirmation.pipeline import formdata  # noqa: E402
+from deferred_confirmation.pipeline.channels import get_channel  # noqa: E402
+from deferred_confirmation.pipeline.lifecycle.staging import form_path  # noqa: E402
+from deferred_confirmation.pipeline.states import DeliveryStatus, State  # noqa: E402
 from example.accounts.forms import EmailChangeForm  # noqa: E402
-from pipeline import formdata  # noqa: E402
-from pipeline.channels import get_channel  # noqa: E402
-from pipeline.lifecycle.staging import form_path  # noqa: E402
-from pipeline.states import DeliveryStatus, State  # noqa: E402
 
 User = get_user_model()
 BATCH = 1000

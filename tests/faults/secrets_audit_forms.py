@@ -3,7 +3,7 @@ apply does not write to the model, importable by the worker process."""
 
 from django import forms
 
-from django_integration.forms import DeferredForm
+from deferred_confirmation.django_integration.forms import DeferredForm
 from tests.testapp.models import Profile
 
 

@@ -24,12 +24,11 @@ from django.core import mail
 from django.utils import timezone
 from kombu import pools as kombu_pools
 
-import pipeline
-import workers
-from django_integration.models import DeferredAction
-from pipeline import dispatch, lifecycle
-from pipeline.conf import app_settings
-from pipeline.states import State
+from deferred_confirmation import pipeline, workers
+from deferred_confirmation.django_integration.models import DeferredAction
+from deferred_confirmation.pipeline import dispatch, lifecycle
+from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.states import State
 from tests.conftest import link_token
 from tests.workers import conftest as worker_fixtures
 from tests.workers.conftest import free_port, stage_change, wait_for

@@ -17,10 +17,10 @@ from django.core import mail
 from django.db import connection
 from django.db.backends.signals import connection_created
 
-import pipeline
-from django_integration.models import DeferredAction
-from pipeline import dispatch
-from pipeline.states import State
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction
+from deferred_confirmation.pipeline import dispatch
+from deferred_confirmation.pipeline.states import State
 from tests.conftest import link_token
 from tests.faults.db_forms import FaultForm
 from tests.testapp.models import Profile

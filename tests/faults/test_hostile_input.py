@@ -1,9 +1,10 @@
 """Hostile input (issue 5, part 6): property-based tests of everything a stranger can send.
 
-Tokens (link view GET/POST, ``pipeline.confirm``), codes and amounts (code and deposits pages, ``pipeline.confirm``
-with an action), form payloads and stored form data of a DeferredForm, replayed and cross-action secrets, brute
-force across many actions from one client, open redirects through ``next``, and HTML in descriptions.  Every
-answer must be a clear 4xx page (never a 500, never a success) and nothing may be confirmed or applied.
+Tokens (link view GET/POST, ``deferred_confirmation.pipeline.confirm``), codes and amounts (code and deposits pages,
+``deferred_confirmation.pipeline.confirm`` with an action), form payloads and stored form data of a DeferredForm,
+replayed and cross-action secrets, brute force across many actions from one client, open redirects through ``next``, and
+HTML in descriptions.  Every answer must be a clear 4xx page (never a 500, never a success) and nothing may be confirmed
+or applied.
 
 The channels are the real ones: email, SMS against the fake Twilio (example.fakes.twilio) and micro-deposits on the
 ledger backend; tasks run eagerly when the staging transaction's on-commit callbacks run.
@@ -29,11 +30,11 @@ from django.utils import timezone
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import pipeline
-from django_integration.models import DeferredAction, Delivery
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline import amounts, formdata, tokens
+from deferred_confirmation.pipeline.conf import app_settings
 from example.fakes.twilio import FakeTwilio
-from pipeline import amounts, formdata, tokens
-from pipeline.conf import app_settings
 from tests.channels.microdeposit.conftest import IBAN_ACCOUNT, exported_amounts
 from tests.channels.microdeposit.forms import BankAccountForm
 from tests.channels.sms.conftest import FROM, code_in

@@ -21,11 +21,10 @@ from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 from django.db import connections
 from django.utils import timezone
 
-import pipeline
-import workers
-from django_integration.models import DeferredAction, Delivery
-from pipeline import dispatch, lifecycle
-from pipeline.states import DeliveryStatus, State
+from deferred_confirmation import pipeline, workers
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline import dispatch, lifecycle
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
 from tests.conftest import link_token
 from tests.testapp.models import Profile
 from tests.workers import conftest as worker_fixtures
@@ -358,7 +357,7 @@ def test_generate_racing_cancel_never_leaves_a_secret_to_send(generate_runs):
         def cancel_in_two_steps():  # what lifecycle.cancel() does, with a pause where the race matters
             from django.db import transaction
 
-            from pipeline.lifecycle.transitions import close_deliveries, lock, move
+            from deferred_confirmation.pipeline.lifecycle.transitions import close_deliveries, lock, move
 
             with transaction.atomic():
                 locked = lock(action.pk)
@@ -384,8 +383,8 @@ def test_generate_racing_cancel_never_leaves_a_secret_to_send(generate_runs):
     assert delivery.status == DeliveryStatus.SUPERSEDED
     assert DeferredAction.objects.get(pk=action.pk).state == State.CANCELLED
     # The send task, had its message not been lost, finds nothing to send.
-    from pipeline import crypto
-    from pipeline.lifecycle.delivery import SECRET_PURPOSE
+    from deferred_confirmation.pipeline import crypto
+    from deferred_confirmation.pipeline.lifecycle.delivery import SECRET_PURPOSE
 
     sealed = crypto.seal(SECRET_PURPOSE, "a" * 43)
     assert lifecycle.deliver(delivery.pk, delivery.generation, sealed) is False

@@ -1,12 +1,12 @@
 """Secrets audit (issue 5, part 7): the whole pipeline for email, SMS and micro-deposits, then every place a secret
 could end up is searched for it.
 
-A real ``celery -A workers worker -E -l DEBUG`` process (SQL logged with its parameters: DEBUG=True) and a
-``celery -A workers flower --logging=debug`` process run against the test Redis and the shared test database
-(helpers of tests/ops_flower and tests/workers).  An email change with two sealed form values, a phone change
-(SMS through the fake Twilio) and a bank-account change (micro-deposits on the ledger) are staged, delivered by
-the worker, confirmed over HTTP (a wrong code and wrong amounts first) and applied by the worker, with every logger
-of this process at DEBUG.  Then searched:
+A real ``celery -A deferred_confirmation.workers worker -E -l DEBUG`` process (SQL logged with its parameters:
+DEBUG=True) and a ``celery -A deferred_confirmation.workers flower --logging=debug`` process run against the test Redis
+and the shared test database (helpers of tests/ops_flower and tests/workers).  An email change with two sealed form
+values, a phone change (SMS through the fake Twilio) and a bank-account change (micro-deposits on the ledger) are
+staged, delivered by the worker, confirmed over HTTP (a wrong code and wrong amounts first) and applied by the worker,
+with every logger of this process at DEBUG.  Then searched:
 
 - every row of every table (raw SQL), every key and value of the test Redis database (SCAN + TYPE + the read
   command of its type) and every command the broker received meanwhile (MONITOR), base64 bodies decoded;
@@ -39,10 +39,10 @@ from django.test import Client
 from django.urls import reverse
 from kombu import Queue
 
-import workers
-from django_integration.models import DeferredAction, Delivery, Payout
+from deferred_confirmation import workers
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery, Payout
+from deferred_confirmation.pipeline.states import State
 from example.fakes.twilio import FakeTwilio
-from pipeline.states import State
 from tests.channels.microdeposit.conftest import IBAN_ACCOUNT, exported_amounts
 from tests.channels.microdeposit.forms import BankAccountForm
 from tests.channels.sms.conftest import FROM, code_in
@@ -79,7 +79,7 @@ class AuditWorker(WorkerProcess):
         self.mail_dir.mkdir()
         self.env = {**_env(self.mail_dir), **extra_env}
         self.hostname = f"dc-audit-{uuid.uuid4().hex[:8]}@localhost"
-        Process.__init__(self, [CELERY, "-A", "workers", "worker", "-l", "DEBUG", "-E", "-c", "2",
+        Process.__init__(self, [CELERY, "-A", "deferred_confirmation.workers", "worker", "-l", "DEBUG", "-E", "-c", "2",
                                 "--without-mingle", "--without-gossip", "-n", self.hostname],
                          self.env, tmp / "worker.log")
 
@@ -87,7 +87,8 @@ class AuditWorker(WorkerProcess):
 class AuditFlower(FlowerProcess):
     def __init__(self, tmp: Path, env: dict[str, str]):
         self.port = free_port()
-        Process.__init__(self, [CELERY, "-A", "workers", "flower", f"--port={self.port}", "--address=127.0.0.1",
+        Process.__init__(self, [CELERY, "-A", "deferred_confirmation.workers", "flower", f"--port={self.port}",
+                                "--address=127.0.0.1",
                                 f"--basic-auth={USER}:{PASSWORD}", "--logging=debug"],
                          env, tmp / f"flower-{self.port}.log")
 

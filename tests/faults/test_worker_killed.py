@@ -1,5 +1,5 @@
-"""A real worker (``celery -A workers worker``, prefork) SIGKILLed in the middle of a step, then a new worker
-started: every action is still delivered at least once and applied exactly once, and none is left stuck.
+"""A real worker (``celery -A deferred_confirmation.workers worker``, prefork) SIGKILLed in the middle of a step, then a
+new worker started: every action is still delivered at least once and applied exactly once, and none is left stuck.
 
 The step is held open by the forms of ``tests.faults.kill_forms``: they write a "started" marker and block
 until the test releases them.  The test waits until every action is inside the step, kills the worker's
@@ -26,10 +26,10 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
-import workers
-from django_integration.models import DeferredAction, Delivery
-from pipeline.lifecycle.confirming import confirm
-from pipeline.states import DeliveryStatus, State
+from deferred_confirmation import workers
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline.lifecycle.confirming import confirm
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
 from tests.conftest import link_token
 from tests.faults.kill_forms import KillDuringApplyForm, KillDuringSendForm
 from tests.testapp.models import Profile
@@ -50,7 +50,8 @@ class KillableWorker(WorkerProcess):
         self.mail_dir = mail_dir
         self.env = env
         self.hostname = f"dc-kill-{name}-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-        Process.__init__(self, [CELERY, "-A", "workers", "worker", "-l", "INFO", "-c", str(concurrency),
+        Process.__init__(self, [CELERY, "-A", "deferred_confirmation.workers", "worker", "-l", "INFO", "-c",
+                                str(concurrency),
                                 "--without-mingle", "--without-gossip", "-n", self.hostname],
                          env, tmp / f"worker-{name}.log")
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from django.core import mail
 
-import pipeline
-from django_integration.models import DeferredAction
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction
 from tests.conftest import link_token
 
 

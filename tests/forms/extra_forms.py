@@ -8,7 +8,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
-from django_integration.forms import DeferredForm
+from deferred_confirmation.django_integration.forms import DeferredForm
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 from django.core import mail
 from django.utils import timezone
 
-import pipeline
-from django_integration.models import DeferredAction
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction
 from tests.conftest import link_token
 from tests.testapp.forms import ProfileEmailForm, ProfileForm
 from tests.testapp.models import Profile
@@ -103,7 +103,7 @@ def test_no_secret_is_made_or_sent_for_an_action_already_past_its_time(flow):
 
 
 def test_a_provider_reason_echoing_the_recipient_is_stored_masked(flow):
-    from pipeline import lifecycle
+    from deferred_confirmation.pipeline import lifecycle
 
     profile = Profile.objects.create(email="echo@example.org")
     action, _token = flow.request(ProfileEmailForm, {"email": "echo.new@example.org"}, instance=profile)

@@ -7,8 +7,9 @@ from django.contrib.auth import get_user_model
 from django.core import mail
 from django.db.models.signals import post_save
 
-from django_integration.models import DeferredAction, Delivery
-from pipeline import lifecycle
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline import lifecycle
+from deferred_confirmation.workers.tasks import apply_action
 from tests.forms.extra_forms import (
     HOOK_CALLS,
     HalfwayFailingForm,
@@ -18,7 +19,6 @@ from tests.forms.extra_forms import (
 )
 from tests.testapp.forms import ProfileEmailForm, ProfileForm
 from tests.testapp.models import Category, Profile, Tag
-from workers.tasks import apply_action
 
 
 @pytest.fixture

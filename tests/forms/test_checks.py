@@ -125,7 +125,7 @@ GARBAGE = {
     "throttle cache": ({"THROTTLE_CACHE": "nope"}, "THROTTLE_CACHE"),
     "phone region": ({"PHONE_REGION": "USA"}, "PHONE_REGION"),
     "redrive shorter than backoff": ({"REDRIVE_AFTER": timedelta(minutes=1)}, "REDRIVE_AFTER"),
-    "celery app not an app": ({"CELERY_APP": "pipeline.conf.app_settings"}, "not a Celery app"),
+    "celery app not an app": ({"CELERY_APP": "deferred_confirmation.pipeline.conf.app_settings"}, "not a Celery app"),
     "negative proxy count": ({"TRUSTED_PROXY_COUNT": -1}, "TRUSTED_PROXY_COUNT"),
     "proxy count not a number": ({"TRUSTED_PROXY_COUNT": "1"}, "TRUSTED_PROXY_COUNT"),
     "proxy count a bool": ({"TRUSTED_PROXY_COUNT": True}, "TRUSTED_PROXY_COUNT"),

@@ -20,9 +20,9 @@ from django.shortcuts import get_object_or_404, redirect
 from django.test import Client, RequestFactory
 from django.urls import path, reverse
 
-from django_integration.models import DeferredAction, Delivery, SendRecord
-from pipeline import limits
-from pipeline.lifecycle import resend
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery, SendRecord
+from deferred_confirmation.pipeline import limits
+from deferred_confirmation.pipeline.lifecycle import resend
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile
 from tests.urls import urlpatterns as project_urls

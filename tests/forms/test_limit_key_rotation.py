@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 
-from django_integration.models import SendRecord
-from pipeline import limits
-from pipeline.lifecycle import stage
+from deferred_confirmation.django_integration.models import SendRecord
+from deferred_confirmation.pipeline import limits
+from deferred_confirmation.pipeline.lifecycle import stage
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile
 

@@ -17,9 +17,9 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from django_integration.models import Delivery, Payout
-from pipeline import crypto
-from pipeline.payouts.ledger import seal_amounts
+from deferred_confirmation.django_integration.models import Delivery, Payout
+from deferred_confirmation.pipeline import crypto
+from deferred_confirmation.pipeline.payouts.ledger import seal_amounts
 from tests.web.test_secrets_audit import dump_database
 
 APP = "confirmation"

@@ -17,7 +17,7 @@ from django.db.models.functions import Cast
 from django.http import QueryDict
 from django.utils import timezone
 
-from django_integration.models import DeferredAction
+from deferred_confirmation.django_integration.models import DeferredAction
 from tests.forms.extra_forms import ProfileUploadForm, SplitWhenForm
 from tests.testapp.forms import ProfileEmailForm, ProfileForm
 from tests.testapp.models import Category, Profile, Tag

@@ -6,9 +6,9 @@ import threading
 import pytest
 from django.db import connection, connections
 
-from django_integration.models import DeferredAction, SendRecord
-from pipeline import limits
-from pipeline.channels import get_channel
+from deferred_confirmation.django_integration.models import DeferredAction, SendRecord
+from deferred_confirmation.pipeline import limits
+from deferred_confirmation.pipeline.channels import get_channel
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile
 

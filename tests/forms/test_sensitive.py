@@ -9,8 +9,8 @@ from django.db import connection
 from django.db.models import TextField
 from django.db.models.functions import Cast
 
-from django_integration.models import DeferredAction
-from pipeline import crypto, formdata, lifecycle
+from deferred_confirmation.django_integration.models import DeferredAction
+from deferred_confirmation.pipeline import crypto, formdata, lifecycle
 from tests.testapp.forms import ProfileForm, ProfileWithSecretForm
 from tests.testapp.models import Category, Profile, Tag
 

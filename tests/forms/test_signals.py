@@ -10,9 +10,9 @@ from django.core import mail
 from django.db import connection
 from django.utils import timezone
 
-import pipeline
-from django_integration import signals
-from pipeline import lifecycle
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration import signals
+from deferred_confirmation.pipeline import lifecycle
 from tests.conftest import link_token
 from tests.testapp.forms import ProfileEmailForm, ProfileForm
 from tests.testapp.models import Profile

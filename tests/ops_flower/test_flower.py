@@ -1,10 +1,10 @@
 """Flower against a real worker: every task of a confirmation is traceable to its action, nothing secret shows.
 
-A ``celery -A workers worker`` and a ``celery -A workers flower`` process run against the test Redis and the
-shared test database (as in tests/workers/test_subprocess_worker.py).  A change is saved, mailed by the worker,
-confirmed over HTTP and applied by the worker; then Flower's HTTP API (basic auth) and ``/metrics`` are read
-back.  Meanwhile a Redis MONITOR connection records what was published, so the test knows the real sealed
-secret the worker passed from generate_token to send_notification, and can check it is on the broker (sealed)
+A ``celery -A deferred_confirmation.workers worker`` and a ``celery -A deferred_confirmation.workers flower`` process
+run against the test Redis and the shared test database (as in tests/workers/test_subprocess_worker.py).  A change is
+saved, mailed by the worker, confirmed over HTTP and applied by the worker; then Flower's HTTP API (basic auth) and
+``/metrics`` are read back.  Meanwhile a Redis MONITOR connection records what was published, so the test knows the real
+sealed secret the worker passed from generate_token to send_notification, and can check it is on the broker (sealed)
 but not in Flower.
 """
 
@@ -24,11 +24,11 @@ import redis
 from django.conf import settings
 from django.urls import reverse
 
-import workers
-from django_integration.models import DeferredAction, Delivery
-from pipeline import crypto
-from pipeline.lifecycle.delivery import SECRET_PURPOSE
-from pipeline.states import State
+from deferred_confirmation import workers
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline import crypto
+from deferred_confirmation.pipeline.lifecycle.delivery import SECRET_PURPOSE
+from deferred_confirmation.pipeline.states import State
 from tests.conftest import link_token
 from tests.testapp.models import Profile
 from tests.workers.conftest import free_port, purge_queues, stage_change, wait_for
@@ -44,7 +44,7 @@ TASKS = ("confirmation.generate_token", "confirmation.send_notification", "confi
 class FlowerProcess(Process):
     def __init__(self, tmp: Path, env: dict[str, str], *, cli_auth: bool = True):
         self.port = free_port()
-        args = [CELERY, "-A", "workers", "flower", f"--port={self.port}", "--address=127.0.0.1"]
+        args = [CELERY, "-A", "deferred_confirmation.workers", "flower", f"--port={self.port}", "--address=127.0.0.1"]
         env = dict(env)
         if cli_auth:
             args.append(f"--basic-auth={USER}:{PASSWORD}")
@@ -223,7 +223,8 @@ def test_flower_traces_each_action_and_shows_no_secret(processes, client):
 
 
 def test_flower_takes_basic_auth_from_the_environment(processes, tmp_path):
-    """``FLOWER_BASIC_AUTH=user:pass celery -A workers flower``: the credentials stay out of the process list."""
+    """``FLOWER_BASIC_AUTH=user:pass celery -A deferred_confirmation.workers flower``: the credentials stay out of the
+    process list."""
     worker, _flower = processes
     flower = FlowerProcess(tmp_path, worker.env, cli_auth=False)
     try:

@@ -20,12 +20,12 @@ import pytest
 from django.core import mail
 from django.urls import reverse
 
-import pipeline
-from django_integration.models import DeferredAction, Delivery
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline import lifecycle
+from deferred_confirmation.pipeline.logformat import JsonFormatter
+from deferred_confirmation.pipeline.states import State
 from example.fakes.twilio import FakeTwilio
-from pipeline import lifecycle
-from pipeline.logformat import JsonFormatter
-from pipeline.states import State
 from tests.channels.sms.forms import ProfilePhoneForm
 from tests.conftest import link_token, own
 from tests.testapp.forms import ProfileEmailForm

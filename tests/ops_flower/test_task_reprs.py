@@ -10,11 +10,11 @@ import pytest
 from celery.signals import before_task_publish
 from django.db import transaction
 
-import workers
-from django_integration.models import Delivery
-from pipeline import crypto, dispatch
-from pipeline.lifecycle.delivery import SECRET_PURPOSE
-from pipeline.states import DeliveryStatus
+from deferred_confirmation import workers
+from deferred_confirmation.django_integration.models import Delivery
+from deferred_confirmation.pipeline import crypto, dispatch
+from deferred_confirmation.pipeline.lifecycle.delivery import SECRET_PURPOSE
+from deferred_confirmation.pipeline.states import DeliveryStatus
 from tests.workers.conftest import purge_queues, stage_change, wait_for
 
 

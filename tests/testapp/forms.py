@@ -1,6 +1,6 @@
 from django import forms
 
-from django_integration.forms import DeferredForm
+from deferred_confirmation.django_integration.forms import DeferredForm
 from tests.testapp.models import Profile
 
 

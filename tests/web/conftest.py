@@ -14,7 +14,7 @@ import pytest
 from django.core import mail
 from django.test import Client
 
-from django_integration.models import DeferredAction
+from deferred_confirmation.django_integration.models import DeferredAction
 from tests.conftest import link_token
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile

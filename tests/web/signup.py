@@ -14,7 +14,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import path
 
-from django_integration.forms import DeferredForm
+from deferred_confirmation.django_integration.forms import DeferredForm
 from tests.urls import urlpatterns as project_urls
 
 

@@ -23,7 +23,7 @@ from django.db import connection, connections
 from django.test import Client
 from django.urls import reverse
 
-from django_integration.models import Delivery
+from deferred_confirmation.django_integration.models import Delivery
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile
 from tests.web.test_code_view import SENT, code_channel, code_url, wrong_code  # noqa: F401 (autouse fixture)

@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 
-import pipeline
-from django_integration.models import DeferredAction, Delivery
-from pipeline import tokens
-from pipeline.channels.base import BaseChannel
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline import tokens
+from deferred_confirmation.pipeline.channels.base import BaseChannel
 from tests.conftest import own
 
 #: What the fake outside world received: (recipient, code).  The code channel's "phone".

@@ -1,4 +1,4 @@
-"""pipeline.confirm never raises: every input gives a ConfirmResult with an honest status."""
+"""deferred_confirmation.pipeline.confirm never raises: every input gives a ConfirmResult with an honest status."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-import pipeline
-from django_integration.models import DeferredAction
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction
 
 BAD_SECRETS = {
     "none": None,

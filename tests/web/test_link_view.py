@@ -10,8 +10,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-import pipeline
-from django_integration.models import DeferredAction, Delivery
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
 
 NOT_VALID = "This confirmation link is not valid"
 EXPIRED = "This confirmation has expired"

@@ -17,10 +17,10 @@ from django.core import mail
 from django.test import Client
 from django.urls import reverse
 
-import pipeline
-from django_integration.models import DeferredAction, Delivery, SendRecord
-from pipeline import amounts
-from pipeline.channels.microdeposit import LedgerChannel
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery, SendRecord
+from deferred_confirmation.pipeline import amounts
+from deferred_confirmation.pipeline.channels.microdeposit import LedgerChannel
 from tests.web.test_code_view import SENT, wrong_code
 
 #: What the fake bank "paid": (recipient, canonical amounts "32,45").

@@ -15,9 +15,9 @@ from django.core import mail
 from django.db import connection
 from django.urls import reverse
 
-from django_integration.models import Delivery
-from pipeline import crypto, tokens
-from pipeline.lifecycle.delivery import SECRET_PURPOSE
+from deferred_confirmation.django_integration.models import Delivery
+from deferred_confirmation.pipeline import crypto, tokens
+from deferred_confirmation.pipeline.lifecycle.delivery import SECRET_PURPOSE
 from tests.conftest import link_token
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile

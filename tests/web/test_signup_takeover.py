@@ -12,7 +12,7 @@ from django.core import mail
 from django.test import Client
 from django.urls import reverse
 
-from django_integration.models import DeferredAction
+from deferred_confirmation.django_integration.models import DeferredAction
 from tests.conftest import link_token
 
 ATTACKER_PASSWORD = "the attacker's own passphrase"

@@ -7,7 +7,7 @@ import pytest
 from django.core import checks, mail
 from django.db import connection, connections
 
-import pipeline
+from deferred_confirmation import pipeline
 from tests.conftest import link_token
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from django.urls import reverse
 
-import pipeline
+from deferred_confirmation import pipeline
 from tests.conftest import own
 from tests.testapp.models import Profile
 
@@ -116,7 +116,7 @@ def test_failed_action_shows_its_reason(stage, client, run_on_commit):
 
 @pytest.mark.parametrize("state", ["expired", "cancelled", "locked"])
 def test_other_terminal_states_do_not_refresh(stage, client, state):
-    from django_integration.models import DeferredAction
+    from deferred_confirmation.django_integration.models import DeferredAction
 
     staged = stage()
     own(client, staged.action)

@@ -8,8 +8,8 @@ import pytest
 from django.core import mail
 from django.urls import reverse
 
-import pipeline
-from django_integration.models import Delivery
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import Delivery
 from tests.conftest import link_token, own
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile

@@ -1,4 +1,5 @@
-"""pipeline.tokens: digests by purpose, key rotation, codes bound to their delivery, shape checks."""
+"""deferred_confirmation.pipeline.tokens: digests by purpose, key rotation, codes bound to their delivery, shape
+checks."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import hmac
 import pytest
 from django.urls import reverse
 
-import pipeline
-from pipeline import tokens
+from deferred_confirmation import pipeline
+from deferred_confirmation.pipeline import tokens
 
 OLD_KEY = "web-tests-old-key-0123456789abcdefghijklmnopqrstuvwxyz"
 NEW_KEY = "web-tests-new-key-zyxwvutsrqponmlkjihgfedcba9876543210"
@@ -121,7 +122,7 @@ def test_link_dies_when_its_key_is_dropped(stage, settings, client):
 
 
 def test_sealed_secret_in_flight_survives_a_rotation(settings):
-    from pipeline import crypto
+    from deferred_confirmation.pipeline import crypto
 
     settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = OLD_KEY, []
     sealed = crypto.seal("secret-in-flight", "s3cret")

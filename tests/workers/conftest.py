@@ -18,8 +18,8 @@ from celery.signals import task_postrun, task_prerun
 from django.conf import settings
 from django.db import OperationalError
 
-import workers
-from django_integration import signals
+from deferred_confirmation import workers
+from deferred_confirmation.django_integration import signals
 from tests.testapp.models import Profile
 from tests.workers.forms import CountingEmailForm
 

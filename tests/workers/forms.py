@@ -6,7 +6,7 @@ from django.db import OperationalError
 from django.db.models import Value
 from django.db.models.functions import Concat
 
-from django_integration.forms import DeferredForm
+from deferred_confirmation.django_integration.forms import DeferredForm
 from tests.testapp.forms import ProfileEmailForm, ProfileForm
 from tests.testapp.models import Profile
 

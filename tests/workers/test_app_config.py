@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-import workers
-from pipeline import dispatch
+from deferred_confirmation import workers
+from deferred_confirmation.pipeline import dispatch
 
 TASK_NAMES = {
     "confirmation.generate_token",
@@ -56,7 +56,7 @@ def test_routes(name, queue):
 
 
 def test_retry_backoff_is_capped_by_the_retry_backoff_max_setting(settings):
-    from workers.tasks import backoff
+    from deferred_confirmation.workers.tasks import backoff
 
     assert max(backoff(10) for _ in range(50)) <= 300  # default cap: 5 minutes
     settings.DEFERRED_CONFIRMATION = {**settings.DEFERRED_CONFIRMATION, "RETRY_BACKOFF_MAX": timedelta(seconds=3)}
@@ -70,7 +70,7 @@ def test_retry_backoff_is_capped_by_the_retry_backoff_max_setting(settings):
     (timedelta(seconds=-1), "RETRY_BACKOFF_MAX must not be negative."),
 ])
 def test_retry_backoff_max_is_checked(settings, value, message):
-    from django_integration.checks import check_settings
+    from deferred_confirmation.django_integration.checks import check_settings
 
     settings.DEFERRED_CONFIRMATION = {**settings.DEFERRED_CONFIRMATION, "RETRY_BACKOFF_MAX": value}
     errors = check_settings()

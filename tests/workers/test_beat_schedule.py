@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
-from workers.schedule import SCHEDULE
+from deferred_confirmation.workers.schedule import SCHEDULE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

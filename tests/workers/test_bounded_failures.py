@@ -22,12 +22,12 @@ from django.core.mail import send_mail
 from django.template import TemplateDoesNotExist
 from django.utils import timezone
 
-import pipeline
-from django_integration.models import DeferredAction, Delivery, SendRecord
-from pipeline import dispatch, lifecycle
-from pipeline.channels.base import BaseChannel
-from pipeline.channels.email import EmailChannel
-from pipeline.states import DeliveryStatus, State
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery, SendRecord
+from deferred_confirmation.pipeline import dispatch, lifecycle
+from deferred_confirmation.pipeline.channels.base import BaseChannel
+from deferred_confirmation.pipeline.channels.email import EmailChannel
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
 from tests.conftest import link_token
 from tests.testapp.models import Profile
 from tests.workers.conftest import messages_lost, stage_change, wait_for
@@ -183,7 +183,8 @@ def test_an_apply_that_keeps_hitting_the_database_ends_failed_after_max_redrives
 
 # --- a channel removed from settings ----------------------------------------------------------------
 def test_a_channel_removed_from_settings_ends_its_actions_and_no_sweep_raises(eager, confirmation_settings):
-    confirmation_settings(CHANNELS={"email": {}, "pager": {"BACKEND": "pipeline.channels.email.EmailChannel"}},
+    confirmation_settings(CHANNELS={"email": {},
+                                    "pager": {"BACKEND": "deferred_confirmation.pipeline.channels.email.EmailChannel"}},
                           DEFAULT_CHANNELS=["pager"])
     with messages_lost():  # queued: its generate_token lost
         _p, queued = stage_change("pager-q@example.org", "pager-q-new@example.org")

@@ -8,9 +8,9 @@ import pytest
 from django.core import mail
 from django.db import connection
 
-import pipeline
-from pipeline import lifecycle
-from pipeline.states import State
+from deferred_confirmation import pipeline
+from deferred_confirmation.pipeline import lifecycle
+from deferred_confirmation.pipeline.states import State
 from tests.conftest import link_token
 from tests.testapp.models import Profile
 from tests.workers.conftest import messages_lost, requires_postgres, stage_change

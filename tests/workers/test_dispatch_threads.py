@@ -11,7 +11,7 @@ from celery import Celery, _state
 from django.core import mail
 from django.db import connection
 
-import pipeline
+from deferred_confirmation import pipeline
 from tests.conftest import link_token
 from tests.workers.conftest import stage_change
 

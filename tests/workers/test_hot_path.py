@@ -14,16 +14,15 @@ from types import SimpleNamespace
 import pytest
 from django.db import connection
 
-import pipeline
-import workers
-from django_integration import signals
-from django_integration.models import DeferredAction, Delivery
-from pipeline import lifecycle
-from pipeline.states import DeliveryStatus, State
+from deferred_confirmation import pipeline, workers
+from deferred_confirmation.django_integration import signals
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline import lifecycle
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
+from deferred_confirmation.workers.celery import NEVER, _db_connections_like_requests
 from tests.conftest import link_token
 from tests.testapp.models import Profile
 from tests.workers.conftest import messages_lost, stage_change
-from workers.celery import NEVER, _db_connections_like_requests
 
 
 @pytest.mark.django_db(transaction=True)

@@ -8,11 +8,10 @@ import pytest
 from celery.signals import before_task_publish
 from django.core import mail
 
-import pipeline
-import workers
-from django_integration.models import Delivery
-from pipeline import dispatch
-from pipeline.states import DeliveryStatus, State
+from deferred_confirmation import pipeline, workers
+from deferred_confirmation.django_integration.models import Delivery
+from deferred_confirmation.pipeline import dispatch
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
 from tests.conftest import link_token
 from tests.testapp.models import Profile
 from tests.workers.conftest import stage_change, wait_for

@@ -10,11 +10,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-import pipeline
-import workers
-from django_integration.models import DeferredAction, Delivery
-from pipeline import dispatch
-from pipeline.states import DeliveryStatus, State
+from deferred_confirmation import pipeline, workers
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline import dispatch
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
 from tests.conftest import link_token
 from tests.testapp.models import Profile
 from tests.workers.conftest import messages_lost, stage_change
@@ -86,7 +85,7 @@ def test_expire_stale_marks_open_actions_past_valid_until_expired_in_batches(eag
 
 def test_expire_stale_signals_receivers_connected_for_the_changed_model(eager, confirmation_settings):
     """A receiver of action_expired connected for one sender (the model the change is to) hears the sweep."""
-    from django_integration.signals import action_expired
+    from deferred_confirmation.django_integration.signals import action_expired
 
     confirmation_settings(BATCH_SIZE=2)
     heard = []

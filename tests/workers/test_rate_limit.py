@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-import workers
+from deferred_confirmation import workers
 from tests.workers.test_subprocess_worker import CELERY, Process, WorkerProcess, _env
 
 
@@ -14,7 +14,8 @@ class DedicatedWorker(WorkerProcess):
         self.mail_dir.mkdir()
         self.env = {**_env(self.mail_dir), "DC_TEST_EMAIL_RATE_LIMIT": rate_limit}
         self.hostname = f"dc-rate-{uuid.uuid4().hex[:8]}@localhost"
-        Process.__init__(self, [CELERY, "-A", "workers", "worker", "-l", "INFO", "-c", "1", "-Q", queues,
+        Process.__init__(self, [CELERY, "-A", "deferred_confirmation.workers", "worker", "-l", "INFO", "-c", "1", "-Q",
+                                queues,
                                 "--without-mingle", "--without-gossip", "-n", self.hostname], self.env,
                          tmp / "worker.log")
 

@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 from celery.signals import task_retry
 
-import pipeline
-from django_integration.models import Delivery
-from pipeline.dispatch import APPLY_ACTION as APPLY
-from pipeline.dispatch import SEND_NOTIFICATION as SEND
-from pipeline.states import DeliveryStatus, State
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import Delivery
+from deferred_confirmation.pipeline.dispatch import APPLY_ACTION as APPLY
+from deferred_confirmation.pipeline.dispatch import SEND_NOTIFICATION as SEND
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
 from tests.conftest import link_token
 from tests.testapp.models import Profile
 from tests.workers.conftest import stage_change, wait_for

@@ -13,12 +13,12 @@ import time
 
 import pytest
 
-from django_integration.models import Delivery
-from pipeline import tokens
-from pipeline.channels import PermanentChannelError, get_channel, mailconn
-from pipeline.channels.email import EmailChannel
-from pipeline.dispatch import SEND_NOTIFICATION as SEND
-from pipeline.states import DeliveryStatus
+from deferred_confirmation.django_integration.models import Delivery
+from deferred_confirmation.pipeline import tokens
+from deferred_confirmation.pipeline.channels import PermanentChannelError, get_channel, mailconn
+from deferred_confirmation.pipeline.channels.email import EmailChannel
+from deferred_confirmation.pipeline.dispatch import SEND_NOTIFICATION as SEND
+from deferred_confirmation.pipeline.states import DeliveryStatus
 from tests.conftest import link_token
 from tests.workers.conftest import stage_change, wait_for
 

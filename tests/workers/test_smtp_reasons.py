@@ -5,9 +5,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from django.core import mail
 
-from django_integration.models import Delivery
-from pipeline.dispatch import SEND_NOTIFICATION as SEND
-from pipeline.states import DeliveryStatus, State
+from deferred_confirmation.django_integration.models import Delivery
+from deferred_confirmation.pipeline.dispatch import SEND_NOTIFICATION as SEND
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
 from tests.workers.conftest import free_port, stage_change, wait_for
 
 

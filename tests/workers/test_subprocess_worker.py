@@ -1,6 +1,7 @@
-"""A real worker process (``celery -A workers worker``, prefork, 2 children) sharing the test database: the
-mail it writes is confirmed over HTTP and the same process applies the change.  Also: what the running
-worker reports over remote control, and beat (``celery -A workers beat -S django``) driving a sweep.
+"""A real worker process (``celery -A deferred_confirmation.workers worker``, prefork, 2 children) sharing the test
+database: the mail it writes is confirmed over HTTP and the same process applies the change.  Also: what the running
+worker reports over remote control, and beat (``celery -A deferred_confirmation.workers beat -S django``) driving a
+sweep.
 
 The tests that share the database run on PostgreSQL, and on SQLite when the test database is a file
 (TEST_SQLITE_NAME); the default in-memory SQLite database cannot be opened by another process.
@@ -25,9 +26,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-import workers
-from django_integration.models import DeferredAction
-from pipeline.states import State
+from deferred_confirmation import workers
+from deferred_confirmation.django_integration.models import DeferredAction
+from deferred_confirmation.pipeline.states import State
 from tests.conftest import link_token
 from tests.testapp.models import Profile
 from tests.workers.conftest import POSTGRES, purge_queues, stage_change, wait_for
@@ -100,7 +101,8 @@ class WorkerProcess(Process):
         self.mail_dir.mkdir()
         self.env = _env(self.mail_dir)
         self.hostname = f"dc-tests-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-        super().__init__([CELERY, "-A", "workers", "worker", "-l", "INFO", "-c", "2", "--without-mingle",
+        super().__init__([CELERY, "-A", "deferred_confirmation.workers", "worker", "-l", "INFO", "-c", "2",
+                          "--without-mingle",
                           "--without-gossip", "-n", self.hostname], self.env, tmp / "worker.log")
 
     def inspect(self, timeout: float = 5.0):
@@ -190,7 +192,8 @@ def test_beat_from_the_database_schedule_drives_expire_in_the_worker(shared_db, 
     PeriodicTask.objects.filter(task="confirmation.expire_stale").update(
         last_run_at=timezone.now() - timedelta(minutes=2))
 
-    beat = Process([CELERY, "-A", "workers", "beat", "-S", "django", "-l", "INFO", "--max-interval", "1"],
+    beat = Process([CELERY, "-A", "deferred_confirmation.workers", "beat", "-S", "django", "-l", "INFO",
+                    "--max-interval", "1"],
                    worker_process.env, tmp_path / "beat.log")
     try:
         wait_for(lambda: DeferredAction.objects.get(pk=action.pk).state == State.EXPIRED, timeout=45,

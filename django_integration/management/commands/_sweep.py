@@ -1,6 +1,6 @@
 """What ``expire_actions``, ``purge_actions`` and ``redrive_actions`` share: run one of the periodic sweeps of
-:mod:`pipeline.lifecycle.maintenance` now, or with ``--dry-run`` only count what it would touch (through the
-same queryset the sweep uses), with a progress line on stderr and ``--json`` for scripts.
+:mod:`deferred_confirmation.pipeline.lifecycle.maintenance` now, or with ``--dry-run`` only count what it would touch
+(through the same queryset the sweep uses), with a progress line on stderr and ``--json`` for scripts.
 
 Not a command itself (the leading underscore keeps Django from listing it).
 """
@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
-from pipeline.conf import app_settings
+from deferred_confirmation.pipeline.conf import app_settings
 
 SAMPLE_SIZE = 20  # ids listed by a dry run
 

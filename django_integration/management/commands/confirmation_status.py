@@ -25,11 +25,11 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, F
 from django.utils import timezone
 
-from django_integration.models import DeferredAction, Delivery
-from pipeline import dispatch
-from pipeline.conf import app_settings
-from pipeline.lifecycle import maintenance
-from pipeline.states import State
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline import dispatch
+from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.lifecycle import maintenance
+from deferred_confirmation.pipeline.states import State
 
 BROKER_TIMEOUT = 3.0  # seconds; a status command must not hang on a broker that does not answer
 

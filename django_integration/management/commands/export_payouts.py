@@ -25,10 +25,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from django_integration.models import Payout
-from pipeline import crypto
-from pipeline.payouts.ledger import open_amounts
-from pipeline.states import DeliveryStatus
+from deferred_confirmation.django_integration.models import Payout
+from deferred_confirmation.pipeline import crypto
+from deferred_confirmation.pipeline.payouts.ledger import open_amounts
+from deferred_confirmation.pipeline.states import DeliveryStatus
 
 BASE_COLUMNS = ["payout_id", "reference", "action_id", "created_at", "currency", "amount_1", "amount_2"]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet formula injection

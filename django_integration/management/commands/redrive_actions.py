@@ -4,8 +4,8 @@ them and enqueues nothing."""
 
 from __future__ import annotations
 
-from django_integration.management.commands._sweep import SweepCommand
-from pipeline.lifecycle import maintenance
+from deferred_confirmation.django_integration.management.commands._sweep import SweepCommand
+from deferred_confirmation.pipeline.lifecycle import maintenance
 
 
 class Command(SweepCommand):

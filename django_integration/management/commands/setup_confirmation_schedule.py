@@ -11,8 +11,8 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
-from pipeline.conf import app_settings
-from workers.schedule import SCHEDULE, ensure_schedule
+from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.workers.schedule import SCHEDULE, ensure_schedule
 
 
 class Command(BaseCommand):

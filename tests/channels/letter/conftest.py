@@ -14,10 +14,10 @@ import pypdf
 import pytest
 from django.core.files.storage import FileSystemStorage
 
-import workers
-from django_integration.models import DeferredAction, Delivery
+from deferred_confirmation import workers
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline.channels.letter import ALPHABET
 from example.fakes.lob import FakeLob
-from pipeline.channels.letter import ALPHABET
 from tests.channels.letter.forms import AddressChangeForm
 from tests.testapp.models import Profile
 from tests.workers.conftest import (  # noqa: F401  (fixtures shared with the worker tests)
@@ -41,7 +41,8 @@ _numbers = itertools.count(1)
 
 def configure_letter(settings, **channel: Any) -> None:
     conf = dict(settings.DEFERRED_CONFIRMATION)
-    letter = {"BACKEND": "pipeline.channels.letter.PDFLetterChannel", "OPTIONS": {"FROM": SENDER}, **channel}
+    letter = {"BACKEND": "deferred_confirmation.pipeline.channels.letter.PDFLetterChannel",
+              "OPTIONS": {"FROM": SENDER}, **channel}
     conf["CHANNELS"] = {"email": {}, "letter": letter}
     settings.DEFERRED_CONFIRMATION = conf
 
@@ -71,7 +72,7 @@ def letter_conf(settings):
 def fake_lob(settings, letter_conf):
     """A fake Lob API on loopback, with the letter channel pointed at it (LobLetterChannel)."""
     with FakeLob() as lob:
-        letter_conf(BACKEND="pipeline.channels.letter.LobLetterChannel",
+        letter_conf(BACKEND="deferred_confirmation.pipeline.channels.letter.LobLetterChannel",
                     OPTIONS={"API_KEY": lob.api_key, "BASE_URL": lob.url, "FROM": SENDER, "TIMEOUT": (2, 1)})
         yield lob
 

@@ -1,7 +1,7 @@
 """The form the letter tests defer: a change of Profile's postal address, confirmed by a letter to the new one."""
 
-from django_integration.forms import DeferredForm
-from django_integration.postal import PostalAddressMixin
+from deferred_confirmation.django_integration.forms import DeferredForm
+from deferred_confirmation.django_integration.postal import PostalAddressMixin
 from tests.testapp.models import Profile
 
 ADDRESS_FIELDS = ["address_name", "address_line1", "address_line2", "address_city", "address_postal_code",

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipeline.channels.letter import ALPHABET, CODE_LENGTH, PDFLetterChannel, format_code
+from deferred_confirmation.pipeline.channels.letter import ALPHABET, CODE_LENGTH, PDFLetterChannel, format_code
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-import pipeline
-from django_integration.models import DeferredAction
-from pipeline import lifecycle
-from pipeline.channels import get_channel
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction
+from deferred_confirmation.pipeline import lifecycle
+from deferred_confirmation.pipeline.channels import get_channel
 from tests.channels.letter.conftest import (
     code_in,
     delivery_of,

@@ -13,12 +13,16 @@ import pytest
 from celery.signals import task_retry
 from django.utils import timezone
 
+from deferred_confirmation.pipeline.channels import (
+    ChannelConfigurationError,
+    PermanentChannelError,
+    TransientChannelError,
+)
+from deferred_confirmation.pipeline.channels.letter import LobLetterChannel
+from deferred_confirmation.pipeline.dispatch import APPLY_ACTION as APPLY
+from deferred_confirmation.pipeline.dispatch import SEND_NOTIFICATION as SEND
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
 from example.fakes.lob import FakeLob
-from pipeline.channels import ChannelConfigurationError, PermanentChannelError, TransientChannelError
-from pipeline.channels.letter import LobLetterChannel
-from pipeline.dispatch import APPLY_ACTION as APPLY
-from pipeline.dispatch import SEND_NOTIFICATION as SEND
-from pipeline.states import DeliveryStatus, State
 from tests.channels.letter.conftest import SENDER, code_in, code_url, delivery_of, stage_address_change, wait_for
 from tests.conftest import own
 from tests.testapp.models import Profile

@@ -8,13 +8,13 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-import pipeline
-from django_integration.models import DeferredAction, Delivery
-from pipeline.channels import get_channel
-from pipeline.channels.letter import ALPHABET
-from pipeline.dispatch import APPLY_ACTION as APPLY
-from pipeline.dispatch import SEND_NOTIFICATION as SEND
-from pipeline.states import DeliveryStatus, State
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline.channels import get_channel
+from deferred_confirmation.pipeline.channels.letter import ALPHABET
+from deferred_confirmation.pipeline.dispatch import APPLY_ACTION as APPLY
+from deferred_confirmation.pipeline.dispatch import SEND_NOTIFICATION as SEND
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
 from tests.channels.letter.conftest import (
     SENDER,
     code_in,

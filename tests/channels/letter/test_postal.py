@@ -1,5 +1,5 @@
-"""Postal address validation (django_integration.postal) through the deferred address form: each country's
-postal-code rule with its error, normalised values, required lines, and malformed input (unicode digits,
+"""Postal address validation (deferred_confirmation.django_integration.postal) through the deferred address form: each
+country's postal-code rule with its error, normalised values, required lines, and malformed input (unicode digits,
 10 kB strings, NUL and control characters, lone surrogates) ending as form errors, never exceptions."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import itertools
 import pytest
 from django.core.exceptions import ValidationError
 
-from django_integration.postal import (
+from deferred_confirmation.django_integration.postal import (
     LENIENT_MESSAGE,
     PostalAddressForm,
     address_lines,

@@ -5,9 +5,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-import pipeline
-from django_integration.models import DeferredAction
-from pipeline import lifecycle
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction
+from deferred_confirmation.pipeline import lifecycle
 from tests.channels.letter.conftest import delivery_of, letter_storage, stage_address_change
 
 

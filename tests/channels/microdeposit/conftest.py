@@ -15,10 +15,10 @@ from celery.signals import task_retry
 from django.core.management import call_command
 from kombu import Queue
 
-import workers
-from django_integration.models import DeferredAction, Delivery
+from deferred_confirmation import workers
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline.dispatch import SEND_NOTIFICATION
 from example.fakes.payouts import FakePayoutAPI
-from pipeline.dispatch import SEND_NOTIFICATION
 from tests.channels.microdeposit.forms import BankAccountForm
 from tests.testapp.models import Profile
 from tests.workers.conftest import clean_queues, signal_log, task_log, wait_for
@@ -68,7 +68,7 @@ def http_backend(microdeposit_channel, payout_api):
     """The channel configured with the HTTP payout backend pointed at the fake API; returns the fake."""
 
     def configure(timeout: float = 5, **options: Any) -> FakePayoutAPI:
-        microdeposit_channel(OPTIONS={"PAYOUT_BACKEND": "pipeline.payouts.http.HTTPPayoutBackend",
+        microdeposit_channel(OPTIONS={"PAYOUT_BACKEND": "deferred_confirmation.pipeline.payouts.http.HTTPPayoutBackend",
                                       "URL": payout_api.url, "API_KEY": payout_api.api_key,
                                       "TIMEOUT": timeout, **options})
         return payout_api

@@ -2,8 +2,8 @@
 
 from django import forms
 
-from django_integration.banking import ABARoutingNumberField, IBANField, USAccountNumberField
-from django_integration.forms import DeferredForm
+from deferred_confirmation.django_integration.banking import ABARoutingNumberField, IBANField, USAccountNumberField
+from deferred_confirmation.django_integration.forms import DeferredForm
 from tests.testapp.models import Profile
 
 

@@ -1,5 +1,5 @@
-"""Bank details (django_integration.banking): every malformed IBAN, routing or account number is a form error
-that names the problem, and valid ones come out normalised."""
+"""Bank details (deferred_confirmation.django_integration.banking): every malformed IBAN, routing or account number is a
+form error that names the problem, and valid ones come out normalised."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from django import forms
 from stdnum.iban import calc_check_digits
 
-from django_integration.banking import ABARoutingNumberField, IBANField, USAccountNumberField
+from deferred_confirmation.django_integration.banking import ABARoutingNumberField, IBANField, USAccountNumberField
 from tests.channels.microdeposit.conftest import IBAN_ACCOUNT, US_ACCOUNT, new_profile
 from tests.channels.microdeposit.forms import BankAccountForm
 

@@ -12,14 +12,14 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-import pipeline
-from django_integration.models import Payout
-from pipeline import crypto
-from pipeline.channels import PermanentChannelError, get_channel
-from pipeline.channels.microdeposit import LedgerChannel, random_pair
-from pipeline.payouts import load_backend
-from pipeline.payouts.ledger import LedgerPayoutBackend, open_amounts, seal_amounts
-from pipeline.states import State
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import Payout
+from deferred_confirmation.pipeline import crypto
+from deferred_confirmation.pipeline.channels import PermanentChannelError, get_channel
+from deferred_confirmation.pipeline.channels.microdeposit import LedgerChannel, random_pair
+from deferred_confirmation.pipeline.payouts import load_backend
+from deferred_confirmation.pipeline.payouts.ledger import LedgerPayoutBackend, open_amounts, seal_amounts
+from deferred_confirmation.pipeline.states import State
 from tests.channels.microdeposit.conftest import (
     US_ACCOUNT,
     delivery_of,

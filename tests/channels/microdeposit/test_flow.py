@@ -12,12 +12,11 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-import pipeline
-import workers
-from django_integration.models import DeferredAction, Delivery, Payout
-from pipeline.dispatch import APPLY_ACTION, GENERATE_TOKEN, SEND_NOTIFICATION
-from pipeline.payouts.ledger import open_amounts
-from pipeline.states import DeliveryStatus, State
+from deferred_confirmation import pipeline, workers
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery, Payout
+from deferred_confirmation.pipeline.dispatch import APPLY_ACTION, GENERATE_TOKEN, SEND_NOTIFICATION
+from deferred_confirmation.pipeline.payouts.ledger import open_amounts
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
 from tests.channels.microdeposit.conftest import (
     QUEUE,
     US_ACCOUNT,
@@ -162,7 +161,7 @@ def test_the_programmatic_api_takes_cents_or_text_in_any_order(stage_sent, task_
 def test_a_resend_pays_new_deposits_and_the_old_amounts_die(stage_sent, task_log, microdeposit_channel, monkeypatch):
     microdeposit_channel(RESEND_COOLDOWN=None)
     pairs = iter([(12, 34), (56, 78)])
-    monkeypatch.setattr("pipeline.channels.microdeposit.random_pair", lambda: next(pairs))
+    monkeypatch.setattr("deferred_confirmation.pipeline.channels.microdeposit.random_pair", lambda: next(pairs))
     profile, action = stage_sent()
     old = exported_amounts(action)
     assert old == (12, 34)

@@ -8,13 +8,17 @@ import time
 
 import pytest
 
-from django_integration.models import Payout
+from deferred_confirmation.django_integration.models import Payout
+from deferred_confirmation.pipeline.channels import (
+    ChannelConfigurationError,
+    PermanentChannelError,
+    TransientChannelError,
+)
+from deferred_confirmation.pipeline.dispatch import APPLY_ACTION, SEND_NOTIFICATION
+from deferred_confirmation.pipeline.payouts import load_backend
+from deferred_confirmation.pipeline.payouts.http import HTTPPayoutBackend
+from deferred_confirmation.pipeline.states import DeliveryStatus, State
 from example.fakes.payouts import FakePayoutAPI
-from pipeline.channels import ChannelConfigurationError, PermanentChannelError, TransientChannelError
-from pipeline.dispatch import APPLY_ACTION, SEND_NOTIFICATION
-from pipeline.payouts import load_backend
-from pipeline.payouts.http import HTTPPayoutBackend
-from pipeline.states import DeliveryStatus, State
 from tests.channels.microdeposit.conftest import delivery_of, save_change, wait_for
 from tests.conftest import own
 from tests.testapp.models import Profile
@@ -118,7 +122,7 @@ def test_a_refused_connection_is_transient():
 ])
 def test_misconfiguration_is_reported(options, problem):
     with pytest.raises(ChannelConfigurationError, match=problem):
-        load_backend({"PAYOUT_BACKEND": "pipeline.payouts.http.HTTPPayoutBackend", **options})
+        load_backend({"PAYOUT_BACKEND": "deferred_confirmation.pipeline.payouts.http.HTTPPayoutBackend", **options})
 
 
 # --- through the channel, with the real worker ---------------------------------------------------------------

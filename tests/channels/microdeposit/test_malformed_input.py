@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-import pipeline
-from pipeline.states import State
+from deferred_confirmation import pipeline
+from deferred_confirmation.pipeline.states import State
 from tests.channels.microdeposit.conftest import delivery_of
 from tests.conftest import own
 

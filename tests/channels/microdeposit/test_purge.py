@@ -4,9 +4,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-import pipeline
-from django_integration.models import DeferredAction, Payout
-from pipeline import lifecycle
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction, Payout
+from deferred_confirmation.pipeline import lifecycle
 from tests.channels.microdeposit.conftest import IBAN_ACCOUNT, delivery_of
 
 

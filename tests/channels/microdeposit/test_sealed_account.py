@@ -17,10 +17,10 @@ from django.conf import settings as django_settings
 from django.core import mail
 from django.urls import reverse
 
-from django_integration.forms import DeferredForm
-from django_integration.models import RECIPIENT_PURPOSE, Delivery, Payout, mask_account
-from pipeline import crypto
-from pipeline.dispatch import SEND_NOTIFICATION
+from deferred_confirmation.django_integration.forms import DeferredForm
+from deferred_confirmation.django_integration.models import RECIPIENT_PURPOSE, Delivery, Payout, mask_account
+from deferred_confirmation.pipeline import crypto
+from deferred_confirmation.pipeline.dispatch import SEND_NOTIFICATION
 from tests.channels.microdeposit.conftest import (
     IBAN_ACCOUNT,
     US_ACCOUNT,

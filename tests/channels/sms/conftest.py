@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-import workers
-from django_integration.models import DeferredAction, Delivery
+from deferred_confirmation import workers
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
 from example.fakes.twilio import FakeTwilio
 from tests.channels.sms.forms import ProfilePhoneForm
 from tests.testapp.models import Profile

@@ -1,7 +1,7 @@
 """Forms of the SMS tests, importable by dotted path (the worker rebuilds them)."""
 
-from django_integration.forms import DeferredForm
-from django_integration.phone import PhoneNumberField
+from deferred_confirmation.django_integration.forms import DeferredForm
+from deferred_confirmation.django_integration.phone import PhoneNumberField
 from tests.testapp.models import Profile
 
 

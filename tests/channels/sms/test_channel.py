@@ -8,9 +8,20 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from deferred_confirmation.pipeline.channels import (
+    ChannelConfigurationError,
+    PermanentChannelError,
+    TransientChannelError,
+    get_channel,
+)
+from deferred_confirmation.pipeline.channels.sms import (
+    TwilioSMSChannel,
+    make_http_client,
+    map_error,
+    mask_numbers,
+    rebase,
+)
 from example.fakes.twilio import FakeTwilio
-from pipeline.channels import ChannelConfigurationError, PermanentChannelError, TransientChannelError, get_channel
-from pipeline.channels.sms import TwilioSMSChannel, make_http_client, map_error, mask_numbers, rebase
 from tests.channels.sms.conftest import FROM, PHONE
 
 VALID = {"plain": "123456", "spaces": "123 456", "dashes": "12-34-56", "padded": "  123456\t", "mixed": "1 2-3 4-5 6"}

@@ -10,10 +10,10 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-import pipeline
-from django_integration.models import DeferredAction, Delivery
-from pipeline import dispatch, tokens
-from pipeline.channels import TransientChannelError, get_channel
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline import dispatch, tokens
+from deferred_confirmation.pipeline.channels import TransientChannelError, get_channel
 from tests.channels.sms.conftest import FROM, PHONE, code_in, code_url, new_profile, wrong
 from tests.channels.sms.forms import ProfilePhoneForm
 from tests.conftest import own

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django import forms
 
-from django_integration.models import DeferredAction
-from django_integration.phone import PhoneNumberField
+from deferred_confirmation.django_integration.models import DeferredAction
+from deferred_confirmation.django_integration.phone import PhoneNumberField
 from tests.channels.sms.conftest import PHONE, new_profile
 from tests.channels.sms.forms import ProfilePhoneForm
 

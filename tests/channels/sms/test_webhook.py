@@ -9,8 +9,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-import pipeline
-from django_integration.models import Delivery
+from deferred_confirmation import pipeline
+from deferred_confirmation.django_integration.models import Delivery
 from example.fakes.twilio import signature
 from tests.channels.sms.conftest import new_profile
 from tests.channels.sms.forms import ProfilePhoneForm

@@ -8,8 +8,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from django_integration.models import DeferredAction, Delivery
-from pipeline import dispatch
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery
+from deferred_confirmation.pipeline import dispatch
 from tests.channels.sms.conftest import FROM, PHONE, PHONE_TYPED, code_in, code_url, new_profile, wrong
 from tests.channels.sms.forms import ProfilePhoneForm
 from tests.conftest import own
