@@ -44,6 +44,9 @@ class ConfirmResult:
     status: ConfirmStatus
     action: DeferredAction | None = None
     attempts_left: int | None = None
+    #: The input could not be any secret (a token or code of the wrong shape): refused without a lookup, and
+    #: it costs neither an attempt nor a count against the client's failure throttle (it cannot guess anything).
+    malformed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -51,6 +54,7 @@ class ConfirmResult:
 
 
 INVALID = ConfirmResult(ConfirmStatus.INVALID)
+MALFORMED = ConfirmResult(ConfirmStatus.INVALID, malformed=True)
 
 
 def confirm(secret: Any, action: Any = None, *, saved_here: Collection[str] | None = None) -> ConfirmResult:
@@ -103,7 +107,7 @@ def _find_link_delivery(token: Any) -> Delivery | None:
 
 def _confirm_link(token: Any, saved_here: Collection[str] | None = None) -> ConfirmResult:
     if not tokens.is_well_formed_link_token(token):
-        return INVALID
+        return MALFORMED
     # Only the ids: the rows are read again under their locks (the action, with its stored form, only once).
     found = (Delivery.objects.filter(secret_digest__in=tokens.link_digests(token)).order_by()
              .values_list("pk", "action_id")[:1])
@@ -147,7 +151,7 @@ def _confirm_code(secret: Any, action_ref: Any, saved_here: Collection[str] | No
             return ConfirmResult(ConfirmStatus.EXPIRED if expired else ConfirmStatus.INVALID, action)
         candidates = [d for d in live if get_channel(d.channel).normalize(secret) is not None]
         if not candidates:  # malformed: cannot be right, so it costs no attempt
-            return ConfirmResult(ConfirmStatus.INVALID, action, _attempts_left(live))
+            return ConfirmResult(ConfirmStatus.INVALID, action, _attempts_left(live), malformed=True)
         for delivery in candidates:
             if get_channel(delivery.channel).matches(delivery, secret):
                 return _accept_or_refuse(action, delivery, saved_here)
