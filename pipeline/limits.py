@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -203,6 +204,21 @@ def check_send(channel: str, recipient: str, *, resend: bool = False, now: datet
         if len(recent) >= limit:
             return SendRefusal("limit", _seconds(recent[-1] + window - now))
     return None
+
+
+def longest_window() -> timedelta:
+    """How far back any limit or cooldown looks: every channel's SEND_WINDOW and RESEND_COOLDOWN and the
+    clients' SEND_WINDOW_PER_CLIENT."""
+    spans = [app_settings.SEND_WINDOW_PER_CLIENT or timedelta(0)]
+    for conf in app_settings.CHANNELS.values():
+        spans += [conf.get("SEND_WINDOW") or timedelta(0), conf.get("RESEND_COOLDOWN") or timedelta(0)]
+    return max(spans)
+
+
+def forgotten_sends(now: datetime | None = None) -> QuerySet[SendRecord]:
+    """Sends older than :func:`longest_window`: no limit counts them any more, so the purge deletes them
+    (kept, they would only grow the table and its index, one row per secret ever sent)."""
+    return SendRecord.objects.filter(created_at__lt=(now or timezone.now()) - longest_window())
 
 
 def _seconds(delta) -> int:

@@ -131,7 +131,9 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
                 channel_policy=chosen.policy,
                 created_at=now,
                 valid_until=max(expiry.values()),
-                deadline=valid_until,  # no resend or redrive keeps the action open past it
+                # No resend or redrive keeps the action open past it: the valid_until given, else the longest
+                # EXPIRES from now (resending every so often must not make a change confirmable forever).
+                deadline=max(expiry.values()),
             )
             note(action_id=action.pk, channel=",".join(chosen.channels), to_state=action.state)
             for name in chosen.channels:
