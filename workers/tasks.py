@@ -4,7 +4,7 @@ All are idempotent (running one twice has the effect of once), acknowledged late
 the queue if their worker dies.  Arguments are ids, generations and a sealed secret: nothing readable in
 the broker, and not even the sealed secret in task events or Flower: every publish of these tasks, a
 retry's too, carries an ``argsrepr``/``kwargsrepr`` that shows ids only
-(:func:`deferred_confirmation.pipeline.dispatch.describe`). The delivery tasks take the action's id as an optional
+(:func:`deferred_confirmation.pipeline.dispatch.task_reprs`). The delivery tasks take the action's id as an optional
 ``action_id`` keyword, so Flower shows which action a task is for; calls without it (messages published by an earlier
 version) still work.  Results are ignored; the task-succeeded event's result is a bool or a count.
 """
@@ -70,7 +70,7 @@ class ConfirmationTask(Task):
     def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None, link_error=None,
                     shadow=None, **options):
         if options.get("argsrepr") is None or options.get("kwargsrepr") is None:
-            argsrepr, kwargsrepr = dispatch.describe(args, kwargs)
+            argsrepr, kwargsrepr = dispatch.task_reprs(args, kwargs)
             options["argsrepr"] = options.get("argsrepr") or argsrepr
             options["kwargsrepr"] = options.get("kwargsrepr") or kwargsrepr
         return super().apply_async(args, kwargs, task_id, producer, link, link_error, shadow, **options)

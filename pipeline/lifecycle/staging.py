@@ -15,7 +15,7 @@ from deferred_confirmation.django_integration.models import DeferredAction, Deli
 from deferred_confirmation.pipeline import dispatch, formdata, limits, routing
 from deferred_confirmation.pipeline.channels import get_channel
 from deferred_confirmation.pipeline.conf import app_settings
-from deferred_confirmation.pipeline.lifecycle.transitions import logged_step, note
+from deferred_confirmation.pipeline.lifecycle.steplog import annotate_step, logged_step
 
 
 def form_path(form_class: type) -> str:
@@ -135,7 +135,7 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
                 # EXPIRES from now (resending every so often must not make a change confirmable forever).
                 deadline=max(expiry.values()),
             )
-            note(action_id=action.pk, channel=",".join(chosen.channels), to_state=action.state)
+            annotate_step(action_id=action.pk, channel=",".join(chosen.channels), to_state=action.state)
             for name in chosen.channels:
                 delivery = Delivery.objects.create(action=action, channel=name,
                                                    **delivery_recipient(form, name, recipients[name]),
