@@ -26,6 +26,7 @@ from deferred_confirmation.pipeline.lifecycle.steplog import annotate_step, logg
 from deferred_confirmation.pipeline.lifecycle.transitions import fail, lock, locked_row_or_none, move, signal_on_commit
 from deferred_confirmation.pipeline.paths import import_path
 from deferred_confirmation.pipeline.states import State
+from deferred_confirmation.pipeline.types import ActionRef
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
 
@@ -35,7 +36,7 @@ class ApplyRefused(Exception):
 
 
 @logged_step("apply", done="applied")
-def apply(action_id: Any) -> bool:
+def apply(action_id: ActionRef) -> bool:
     """Apply a confirmed action; True if it was applied now, False if there was nothing (left) to do."""
     annotate_step(action_id=action_id)
     try:

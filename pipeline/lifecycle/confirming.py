@@ -28,6 +28,7 @@ from deferred_confirmation.pipeline.lifecycle.transitions import (
     signal_on_commit,
 )
 from deferred_confirmation.pipeline.states import DeliveryStatus, State
+from deferred_confirmation.pipeline.types import ActionRef, Secret, SecretInput
 
 
 class ConfirmStatus(StrEnum):
@@ -56,7 +57,8 @@ INVALID = ConfirmResult(ConfirmStatus.INVALID)
 MALFORMED = ConfirmResult(ConfirmStatus.INVALID, malformed=True)
 
 
-def confirm(secret: Any, action: Any = None, *, saved_here: Collection[str] | None = None) -> ConfirmResult:
+def confirm(secret: SecretInput, action: ActionRef | None = None, *, saved_here: Collection[str] | None = None
+            ) -> ConfirmResult:
     """Accept ``secret`` (a link token, or a code/amounts for ``action``) and queue the apply.
 
     ``saved_here``: ids of the actions the confirming browser session saved (a view passes
@@ -88,7 +90,7 @@ def _confirm(secret: Any, action: Any, saved_here: Collection[str] | None) -> Co
     raise AssertionError("unreachable")
 
 
-def peek_link(token: Any) -> ConfirmResult:
+def peek_link(token: Secret) -> ConfirmResult:
     """What confirming ``token`` would do, changing nothing (for the GET page); CONFIRMED means "can"."""
     delivery = _find_link_delivery(token)
     if delivery is None:

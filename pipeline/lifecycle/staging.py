@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.forms import BaseModelForm
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -16,6 +17,7 @@ from deferred_confirmation.pipeline import dispatch, formdata, limits, routing
 from deferred_confirmation.pipeline.channels import get_channel
 from deferred_confirmation.pipeline.conf import app_settings
 from deferred_confirmation.pipeline.lifecycle.steplog import annotate_step, logged_step
+from deferred_confirmation.pipeline.types import User
 
 
 def form_path(form_class: type) -> str:
@@ -90,8 +92,9 @@ def delivery_recipient(form: Any, channel: str, recipient: str) -> dict[str, str
 
 
 @logged_step("stage", done="staged")
-def stage(form: Any, *, user: Any = None, description: str | None = None, valid_until: datetime | None = None,
-          channels: list[str] | None = None, client: str | None = None) -> DeferredAction:
+def stage(form: BaseModelForm, *, user: User | None = None, description: str | None = None,
+          valid_until: datetime | None = None, channels: list[str] | None = None, client: str | None = None
+          ) -> DeferredAction:
     """Store ``form`` (valid, bound) as a pending action; deliveries are enqueued when the caller commits.
 
     Raises :class:`deferred_confirmation.pipeline.limits.SendLimitExceeded` if a recipient was sent too many secrets
