@@ -8,68 +8,31 @@ secret typed or clicked back.  Providers raise :class:`TransientChannelError` (r
 from __future__ import annotations
 
 import json
-import re
 from typing import TYPE_CHECKING, Any
 
 from deferred_confirmation.pipeline import tokens
-from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.exceptions import (
+    ChannelConfigurationError,
+    ChannelError,
+    PermanentChannelError,
+    TransientChannelError,
+)
+from deferred_confirmation.pipeline.redaction import parse_structured
+from deferred_confirmation.pipeline.siteurl import site_url
 
 if TYPE_CHECKING:
     from deferred_confirmation.django_integration.models import DeferredAction, Delivery
 
-
-_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*(@[A-Za-z0-9.-]+)")
-_PHONE = re.compile(r"\+\d[\d ()-]{6,}\d|\b\d{9,}\b")  # +E.164 or national, or a long digit run
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
-
-
-def redact_contacts(text: str, known: tuple[str, ...] = ()) -> str:
-    """Mask email addresses, phone numbers, IBANs and the ``known`` values (a recipient's account number,
-    say) in provider texts before they are stored or shown."""
-    for value in sorted({v for v in known if isinstance(v, str) and len(v.strip()) >= 4}, key=len, reverse=True):
-        text = text.replace(value, value[:2] + "***")
-    text = _EMAIL.sub(lambda m: f"{m.group(1)}***{m.group(2)}", text)
-    text = _IBAN.sub(lambda m: m.group(0)[:4] + "***", text)
-    return _PHONE.sub(lambda m: m.group(0)[:3] + "***" + m.group(0)[-2:], text)
-
-
-def recipient_values(recipient: str) -> tuple[str, ...]:
-    """The values inside a stored recipient (itself, or each value of a JSON address or account)."""
-    try:
-        data = json.loads(recipient) if recipient.startswith("{") else None
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        return tuple(str(v) for k, v in data.items() if k not in ("country", "state") and v)
-    return (recipient,)
-
+__all__ = [
+    "NAME_KEYS",
+    "BaseChannel",
+    "ChannelConfigurationError",
+    "ChannelError",
+    "PermanentChannelError",
+    "TransientChannelError",
+]
 
 NAME_KEYS = frozenset({"name", "holder", "account_holder", "addressee", "recipient_name", "company"})
-
-
-class ChannelError(Exception):
-    """Base of every error a channel raises; ``reason`` (contacts masked) is stored and shown to operators."""
-
-    def __init__(self, reason: str, *, code: str | None = None):
-        reason = redact_contacts(str(reason))
-        super().__init__(reason)
-        self.reason = reason
-        self.code = code
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.reason}" if self.code else self.reason
-
-
-class TransientChannelError(ChannelError):
-    """Try again later: timeouts, 429, 5xx, connection refused."""
-
-
-class PermanentChannelError(ChannelError):
-    """Never going to work: invalid number, refused address, unsubscribed recipient."""
-
-
-class ChannelConfigurationError(ChannelError):
-    pass
 
 
 class BaseChannel:
@@ -125,11 +88,8 @@ class BaseChannel:
     def limit_identity(self, recipient: str) -> str:
         """What send limits count by: the recipient, or for a structured one (an address, an account) its
         values without the name of the person, case and spacing folded."""
-        try:
-            data = json.loads(recipient) if recipient.startswith("{") else None
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
+        data = parse_structured(recipient)
+        if data is None:
             return " ".join(recipient.split()).casefold()
         return json.dumps({k: " ".join(str(v).split()).casefold() for k, v in sorted(data.items())
                            if k not in NAME_KEYS and v not in (None, "")}, sort_keys=True)
@@ -147,5 +107,5 @@ class BaseChannel:
             "description": action.description,
             "user": action.user,
             "valid_until": action.valid_until,
-            "site_url": (app_settings.SITE_URL or "").rstrip("/"),
+            "site_url": site_url(),
         }

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from deferred_confirmation.django_integration.signals import change_confirmed
 from deferred_confirmation.pipeline import formdata
-from deferred_confirmation.pipeline.channels.base import redact_contacts
+from deferred_confirmation.pipeline.exceptions import ApplyRefused
 from deferred_confirmation.pipeline.lifecycle.transitions import (
     fail,
     first_locked,
@@ -32,13 +32,10 @@ from deferred_confirmation.pipeline.lifecycle.transitions import (
     signal_on_commit,
 )
 from deferred_confirmation.pipeline.paths import import_path
+from deferred_confirmation.pipeline.redaction import redact_contacts
 from deferred_confirmation.pipeline.states import State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
-
-
-class ApplyRefused(Exception):
-    """The stored change cannot be applied; the message is stored as the failure reason."""
 
 
 @logged_step("apply", done="applied")
