@@ -65,7 +65,7 @@ class BaseChannel:
         return tokens.make_link_token()
 
     def digest(self, delivery: Delivery, secret: str) -> str:
-        return tokens.link_digest(secret) if self.secret_kind == "link" else tokens.code_digest(
+        return tokens.stored_link_digest(secret) if self.secret_kind == "link" else tokens.code_digest(
             delivery.pk, self.normalize(secret) or "")
 
     def normalize(self, raw: object) -> str | None:
@@ -76,7 +76,7 @@ class BaseChannel:
         if self.secret_kind == "link":
             if not tokens.is_well_formed_link_token(raw):
                 return False
-            return any(tokens.digests_match(d, delivery.secret_digest) for d in tokens.link_digests(raw))
+            return any(tokens.digests_match(d, delivery.secret_digest) for d in tokens.link_digests_under_all_keys(raw))
         code = self.normalize(raw)
         return code is not None and tokens.check_code(delivery.pk, code, delivery.secret_digest)
 
