@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
@@ -182,17 +183,19 @@ class DeferredActionAdmin(ActionIdSearchMixin, ReadOnlyAdmin):
 
     @admin.action(description="Cancel", permissions=["operate"])
     def cancel_actions(self, request: HttpRequest, queryset: QuerySet) -> None:
-        actions = list(queryset)
-        refused = [(action, _why_not(action, expired_ok=True) or "not cancelled")
-                   for action in actions if not lifecycle.cancel(action)]
-        self._report(request, "Cancelled", "cancelled", actions, refused)
+        self._end_each(request, queryset, lifecycle.cancel, "Cancelled", "cancelled")
 
     @admin.action(description="Expire now", permissions=["operate"])
     def expire_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._end_each(request, queryset, lifecycle.expire_now, "Expired", "expired")
+
+    def _end_each(self, request: HttpRequest, queryset: QuerySet, end: Callable[[DeferredAction], bool], verb: str,
+                  participle: str) -> None:
+        """``end`` (cancel, expire) each selected action; an expired one may still be ended."""
         actions = list(queryset)
-        refused = [(action, _why_not(action, expired_ok=True) or "not expired")
-                   for action in actions if not lifecycle.expire_now(action)]
-        self._report(request, "Expired", "expired", actions, refused)
+        refused = [(action, _why_not(action, expired_ok=True) or f"not {participle}")
+                   for action in actions if not end(action)]
+        self._report(request, verb, participle, actions, refused)
 
     def _report(self, request: HttpRequest, verb: str, participle: str, actions: list[DeferredAction],
                 refused: list[tuple[DeferredAction, str]]) -> None:
