@@ -134,14 +134,15 @@ class DeferredForm(forms.ModelForm):
         if any(self.files.getlist(k) if hasattr(self.files, "getlist") else self.files[k] for k in self.files):
             raise ValueError(f"{type(self).__name__}: file uploads cannot be deferred; save the file first and "
                              "submit a reference to it.")
-        client = None
+        client = asker = None
         request = request if request is not None else self.request
         if request is not None:
-            user = user if user is not None else signed_in_user(request)
-            client = client_address(request)
+            # The limits are those of who asks, even when the action is saved for someone else (user=...).
+            asker, client = signed_in_user(request), client_address(request)
+            user = user if user is not None else asker
         try:
             action = stage(self, user=user, description=description, valid_until=valid_until, channels=channels,
-                           client=client)
+                           client=client, asker=asker)
         except limits.SendLimitExceeded as exc:
             self._refuse(exc.refusal)
             raise

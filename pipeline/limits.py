@@ -6,8 +6,9 @@ Threats answered:
   and paid letters or payouts triggered in a loop: counted per channel and recipient across all actions,
   like Twilio Verify's per-recipient limits.
 - A stranger using up someone else's allowance (entering a victim's address or bank account again and again
-  so that the victim's own change is refused for days): each requester (signed-in user, else client address)
-  has their own SEND_LIMIT for a recipient, and all requesters together ALL_REQUESTERS_FACTOR times that.
+  so that the victim's own change is refused for days): each requester (the client address; the user for a
+  save outside a request) has their own SEND_LIMIT for a recipient, and all requesters together
+  ALL_REQUESTERS_FACTOR times that.
 - The same from one client to many recipients (a list of premium numbers, a list of inboxes): counted per
   client address (:mod:`deferred_confirmation.django_integration.clients`) and per signed-in user, SEND_LIMIT_PER_CLIENT
   per SEND_WINDOW_PER_CLIENT, one per recipient sent to, at save() and at resend.
@@ -70,8 +71,9 @@ def _identity(channel: str, recipient: str) -> str:
     return f"{channel}:{backend.limit_identity(recipient) if backend is not None else recipient}"
 
 
-#: A recipient's SEND_LIMIT is counted per requester (the signed-in user, else the client address), so a stranger
-#: who keeps entering someone else's address or account uses up only their own allowance, never the owner's.
+#: A recipient's SEND_LIMIT is counted per requester (the client address, see :func:`requester_keys`), so a
+#: stranger who keeps entering someone else's address or account uses up only their own allowance, never the
+#: owner's.
 #: Whoever asks, a recipient is sent at most this many times SEND_LIMIT per SEND_WINDOW: many strangers
 #: together still cannot bomb one inbox or phone.
 ALL_REQUESTERS_FACTOR = 3
@@ -106,14 +108,14 @@ def sender_keys(scope: str, identity: str) -> list[str]:
 
 
 def requester_keys(client: str | None, user: Any = None) -> list[str]:
-    """Keyed hashes of whose allowance of a recipient's SEND_LIMIT a send is counted in: the signed-in user,
-    else the client address (current SECRET_KEY first); ``[""]`` when neither is known (a save or a sweep
-    outside a request: those share one allowance per recipient)."""
+    """Keyed hashes of whose allowance of a recipient's SEND_LIMIT a send is counted in (current SECRET_KEY
+    first): the client address when there is one, so signing in with more accounts from the same place adds no
+    allowance; else the user (a save outside a request on someone's behalf); ``[""]`` when neither is known
+    (saves outside a request share one allowance per recipient)."""
     found = dict(senders(client, user))
-    if USER_SCOPE in found:
-        return sender_keys(USER_SCOPE, found[USER_SCOPE])
-    if CLIENT_SCOPE in found:
-        return sender_keys(CLIENT_SCOPE, found[CLIENT_SCOPE])
+    for scope in (CLIENT_SCOPE, USER_SCOPE):
+        if scope in found:
+            return sender_keys(scope, found[scope])
     return [""]
 
 
