@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from deferred_confirmation.django_integration import ownership
 from deferred_confirmation.django_integration.clients import client_address, signed_in_user
@@ -77,6 +79,7 @@ class DeferredForm(forms.ModelForm):
         if not self.confirming and not self._errors:
             self._check_send_limits()
 
+    @method_decorator(sensitive_variables())
     def _check_send_limits(self) -> None:
         """Too many secrets sent to this recipient lately: a form error now, not a failure in save()."""
         try:

@@ -31,6 +31,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_variables
+
 from deferred_confirmation.pipeline import tokens
 from deferred_confirmation.pipeline.exceptions import (
     ChannelConfigurationError,
@@ -148,6 +151,7 @@ class BaseChannel:
         :class:`TransientChannelError` or :class:`PermanentChannelError`, never the provider's own exceptions."""
         raise self._not_implemented("send")
 
+    @method_decorator(sensitive_variables())
     def limit_identity(self, recipient: str) -> str:
         """What send limits count by: the recipient, or for a structured one (an address, an account) its
         values without the name of the person, case and spacing folded."""

@@ -47,6 +47,12 @@ class EmailChannel(BaseChannel):
 
     secret_kind = "link"
 
+    def limit_identity(self, recipient: str) -> str:
+        """The mailbox, whatever its spelling: case folded and a ``+tag`` dropped (``victim+1@``, ``victim+2@``
+        ... reach one inbox, so they share its send limits)."""
+        local, at, domain = super().limit_identity(recipient).rpartition("@")
+        return f"{local.split('+', 1)[0]}{at}{domain}" if at else domain
+
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[str]:
         """Problems with OPTIONS, for a system check (empty when fine)."""

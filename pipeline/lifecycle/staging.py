@@ -11,6 +11,7 @@ from django.db import transaction
 from django.forms import BaseModelForm
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from django.views.decorators.debug import sensitive_variables
 
 from deferred_confirmation.django_integration.models import DeferredAction, Delivery, seal_recipient
 from deferred_confirmation.pipeline import dispatch, formdata, limits, routing
@@ -65,6 +66,9 @@ def stored_recipient(recipient: Any) -> str:
     return str(recipient)
 
 
+# The functions below hold the recipients (bank accounts, addresses) and the form's values in their locals:
+# sensitive_variables keeps those out of Django's error reports.
+@sensitive_variables()
 def recipients_for(form: Any, names: list[str]) -> dict[str, str]:
     recipients = {name: form.get_recipient(name) for name in names}
     missing = [name for name, recipient in recipients.items() if not recipient]
@@ -83,6 +87,7 @@ def is_sensitive_recipient(form: Any, channel: str) -> bool:
     return bool(field) and field in formdata.sensitive_field_names(form)
 
 
+@sensitive_variables()
 def delivery_recipient(form: Any, channel: str, recipient: str) -> dict[str, str]:
     """The Delivery fields holding ``recipient``: as is, or for a sensitive one masked (last 4) with the full
     value sealed, so that a database dump shows no account number."""
@@ -98,6 +103,7 @@ LIFETIME_IN_EXPIRES = 3
 
 
 @logged_step("stage", done="staged")
+@sensitive_variables()
 def stage(form: BaseModelForm, *, user: User | None = None, description: str | None = None,
           valid_until: datetime | None = None, channels: list[str] | None = None, client: str | None = None,
           asker: User | None = None) -> DeferredAction:
