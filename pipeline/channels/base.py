@@ -41,7 +41,7 @@ from deferred_confirmation.pipeline.exceptions import (
     PermanentChannelError,
     TransientChannelError,
 )
-from deferred_confirmation.pipeline.redaction import parse_structured
+from deferred_confirmation.pipeline.redaction import parse_structured, recipient_values, redact_contacts
 from deferred_confirmation.pipeline.siteurl import site_url
 
 if TYPE_CHECKING:
@@ -55,6 +55,8 @@ __all__ = [
     "ChannelError",
     "PermanentChannelError",
     "TransientChannelError",
+    "recipient_values",  # the masking helpers' former home: pipeline.redaction
+    "redact_contacts",
 ]
 
 #: The kinds of secret a channel may send, and how each comes back:
