@@ -1,4 +1,6 @@
-"""DeferredForm: a ModelForm whose save() stores the change and asks for confirmation (DESIGN §2)."""
+"""The library's forms: :class:`DeferredForm`, a ModelForm whose save() stores the change and asks for
+confirmation (DESIGN §2), and the confirm-page forms where a person types the secret back (:class:`CodeForm`,
+:class:`AmountsForm`)."""
 
 from __future__ import annotations
 
@@ -9,15 +11,27 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 
 from deferred_confirmation.django_integration import ownership
 from deferred_confirmation.django_integration.clients import client_address, signed_in_user
-from deferred_confirmation.pipeline import limits
+from deferred_confirmation.pipeline import amounts, limits
+from deferred_confirmation.pipeline.formdata import sensitive_field_names
 from deferred_confirmation.pipeline.lifecycle import stage
 from deferred_confirmation.pipeline.lifecycle.staging import form_route, recipients_for
 
 if TYPE_CHECKING:
     from deferred_confirmation.django_integration.models import DeferredAction
+
+
+def hide_from_error_reports(request: HttpRequest, names: list[str]) -> None:
+    """Add ``names`` to the POST parameters Django's error reports replace with stars (what the
+    ``sensitive_post_parameters`` decorator sets): a crash after the form was bound (in the view, a signal
+    receiver, a template) must not mail a password or an account number to the site's admins."""
+    hidden = getattr(request, "sensitive_post_parameters", None)
+    if hidden == "__ALL__" or not names:
+        return
+    request.sensitive_post_parameters = [*(hidden or ()), *(n for n in names if n not in (hidden or ()))]
 
 
 class DeferredForm(forms.ModelForm):
@@ -40,13 +54,23 @@ class DeferredForm(forms.ModelForm):
     confirmation_policy: str | None = None
     #: True while the form is rebuilt in a worker to send or apply a confirmed change.
     confirming = False
+    #: Set when a send limit made the form invalid (or save() refused): a view may answer 429 with
+    #: ``Retry-After: send_refusal.retry_after`` instead of 400.
+    send_refusal: limits.SendRefusal | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+        """``request`` (from a view): validation then also checks the send limits of the client and the
+        signed-in user asking (``SEND_LIMIT_PER_CLIENT``), so ``is_valid()`` is False with a message instead of
+        ``save()`` raising, and ``save()`` uses it; and the form's sensitive fields are hidden from Django's
+        error reports for this request, as ``sensitive_post_parameters`` would."""
         super().__init__(*args, **kwargs)
+        self.request = request
         # Validation writes the new values onto the instance (ModelForm._post_clean); work on a copy so
         # the caller's object (often request.user) keeps showing what is really stored until confirmation.
         if self.instance.pk is not None:
             self.instance = copy.copy(self.instance)
+        if request is not None:
+            hide_from_error_reports(request, [self.add_prefix(name) for name in sensitive_field_names(self)])
 
     def _post_clean(self) -> None:
         super()._post_clean()
@@ -59,11 +83,24 @@ class DeferredForm(forms.ModelForm):
             recipients = recipients_for(self, form_route(self).channels)
         except ValueError:
             return  # no route or no recipient: save() reports that programming error
+        client = user = None
+        if self.request is not None:
+            client, user = client_address(self.request), signed_in_user(self.request)
         for channel, recipient in recipients.items():
-            refusal = limits.check_send(channel, recipient)
+            refusal = limits.check_send(channel, recipient, requester=limits.requester_keys(client, user))
             if refusal is not None:
-                self.add_error(None, refusal.message)
+                self._refuse(refusal)
                 return
+        if self.request is not None:
+            for scope, identity in limits.senders(client, user):
+                refusal = limits.check_sender(scope, identity, len(recipients))
+                if refusal is not None:
+                    self._refuse(refusal)
+                    return
+
+    def _refuse(self, refusal: limits.SendRefusal) -> None:
+        self.send_refusal = refusal
+        self.add_error(None, refusal.message)
 
     def get_recipient(self, channel: str) -> str | None:
         """Where ``channel`` sends the secret: ``recipient_field``'s (new) value; else, for email and a user
@@ -81,10 +118,11 @@ class DeferredForm(forms.ModelForm):
              ) -> DeferredAction:
         """Store the change for confirmation; returns the DeferredAction (the model row is NOT changed).
 
-        Pass ``request`` from a view: its signed-in user becomes ``user`` (unless given), its session may then
-        open the action's pages (an anonymous sign-up's too), and its client address counts against
+        ``request`` (here, or given to the form): its signed-in user becomes ``user`` (unless given), its session
+        may then open the action's pages (an anonymous sign-up's too), and its client address counts against
         ``SEND_LIMIT_PER_CLIENT``.  Raises :class:`deferred_confirmation.pipeline.limits.SendLimitExceeded` (a
-        ``ValueError``), after adding its message to the form's errors, when a send limit stands in the way."""
+        ``ValueError``), after adding its message to the form's errors, when a send limit was reached between
+        validation and save (a form given the request checks every limit while validating)."""
         if not commit or isinstance(user, bool):  # save(False), Django's positional idiom, means commit=False
             raise ValueError(f"{type(self).__name__}.save(commit=False) is not supported: a deferred change is "
                              "stored, not returned unsaved. Call save() and use the returned DeferredAction.")
@@ -97,6 +135,7 @@ class DeferredForm(forms.ModelForm):
             raise ValueError(f"{type(self).__name__}: file uploads cannot be deferred; save the file first and "
                              "submit a reference to it.")
         client = None
+        request = request if request is not None else self.request
         if request is not None:
             user = user if user is not None else signed_in_user(request)
             client = client_address(request)
@@ -104,7 +143,7 @@ class DeferredForm(forms.ModelForm):
             action = stage(self, user=user, description=description, valid_until=valid_until, channels=channels,
                            client=client)
         except limits.SendLimitExceeded as exc:
-            self.add_error(None, exc.refusal.message)
+            self._refuse(exc.refusal)
             raise
         ownership.remember_saved(request, action)
         return action
@@ -118,3 +157,50 @@ class DeferredForm(forms.ModelForm):
     def save_confirmed(self) -> Any:
         """Write the confirmed change (ModelForm.save, with M2M); override to e.g. set a password."""
         return super().save(commit=True)
+
+
+# The confirm pages: a code (SMS, letter, email by code) or the two micro-deposit amounts.
+
+
+class CodeForm(forms.Form):
+    wrong = _("That code is wrong or has expired.")
+    attempts_left: int | None = None
+
+    code = forms.CharField(label=_("Confirmation code"), max_length=64, strip=True,
+                           widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True,
+                                                         "autocapitalize": "characters", "spellcheck": "false"}))
+
+    def secret(self) -> Any:
+        return self.cleaned_data["code"]
+
+
+class AmountField(forms.CharField):
+    default_error_messages = {"amount": _("Enter an amount between 0.01 and 0.99, like 0.32 or 32.")}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=amounts.MAX_INPUT, strip=True, **kwargs)
+        self.widget.attrs.update({"inputmode": "decimal", "autocomplete": "off", "placeholder": "0.00"})
+
+    def clean(self, value: Any) -> int:
+        text = super().clean(value)
+        cents = amounts.parse_cents(text)
+        if cents is None:
+            raise forms.ValidationError(self.error_messages["amount"], code="amount")
+        return cents
+
+
+class AmountsForm(forms.Form):
+    wrong = _("Those amounts are wrong or have expired.")
+    attempts_left: int | None = None
+
+    first = AmountField(label=_("First amount"))
+    second = AmountField(label=_("Second amount"))
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("first") is not None and data.get("first") == data.get("second"):
+            raise forms.ValidationError(_("The two deposits have different amounts."), code="same")
+        return data
+
+    def secret(self) -> Any:
+        return (self.cleaned_data["first"], self.cleaned_data["second"])

@@ -103,7 +103,7 @@ FAILURES = (ConfirmStatus.INVALID, ConfirmStatus.LOCKED)
 
 
 def settle_attempt(request: HttpRequest, result: ConfirmResult | None) -> None:
-    """After :func:`throttle.reserve`: keep the attempt counted only if it was a wrong secret (``result`` None:
-    input that could not be a secret, which costs nothing)."""
-    if result is None or result.status not in FAILURES:
+    """After :func:`throttle.reserve`: keep the attempt counted only if it was a wrong secret (``result`` None,
+    or ``result.malformed``: input that could not be a secret, which costs nothing)."""
+    if result is None or result.malformed or result.status not in FAILURES:
         throttle.release(request)

@@ -20,15 +20,15 @@ from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
-from deferred_confirmation.django_integration.models import DeferredAction, Delivery, Payout
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery, Payout, SendRecord
 from deferred_confirmation.django_integration.signals import action_expired
 from deferred_confirmation.pipeline import dispatch, limits
 from deferred_confirmation.pipeline.channels import configured_channel
-from deferred_confirmation.pipeline.channels.base import recipient_values, redact_contacts
 from deferred_confirmation.pipeline.conf import app_settings
 from deferred_confirmation.pipeline.lifecycle.confirming import expire_one
-from deferred_confirmation.pipeline.lifecycle.delivery import fail_locked_delivery, restart
+from deferred_confirmation.pipeline.lifecycle.delivery import fail_locked_delivery, start_new_generation
 from deferred_confirmation.pipeline.lifecycle.transitions import fail, lock, logger, signal_on_commit
+from deferred_confirmation.pipeline.redaction import recipient_values, redact_contacts
 from deferred_confirmation.pipeline.states import OPEN, TERMINAL, DeliveryStatus, State
 
 Progress = Callable[[int], None]
@@ -204,9 +204,10 @@ def _resend_counted(sweep: _Sweep) -> None:
     for action, delivery, recipient in ordered:
         if not action.is_open:
             continue
-        if limits.reserve_send(delivery.channel, recipient) is not None:
+        # Counted in the allowance of whoever saved the action, as its first send was.
+        if limits.reserve_send(delivery.channel, recipient, requester=[action.requester_key]) is not None:
             continue
-        restart(delivery, action)
+        start_new_generation(delivery, action)
         sweep.requeued.add(action.pk)
 
 
@@ -267,7 +268,8 @@ def expire_now(action: DeferredAction) -> bool:
 
 
 def purge(now: datetime | None = None, batch_size: int | None = None, progress: Progress | None = None) -> int:
-    """Delete terminal actions (and their deliveries, with the recipients) older than RETENTION."""
+    """Delete terminal actions (and their deliveries, with the recipients) older than RETENTION, and the
+    send records no send limit counts any more (:func:`deferred_confirmation.pipeline.limits.forgotten_sends`)."""
     started = time.monotonic()
     now = now or timezone.now()
     size = batch_size or app_settings.BATCH_SIZE
@@ -287,7 +289,10 @@ def purge(now: datetime | None = None, batch_size: int | None = None, progress: 
             progress(total)
     # Payouts whose delivery is already gone (SET_NULL) are kept no longer than RETENTION either.
     payouts = orphaned_payouts(now).delete()[1].get(Payout._meta.label, 0)
-    _log_sweep("purge", total, started, orphaned_payouts=payouts)
+    sends = 0
+    while ids := list(limits.forgotten_sends(now).order_by().values_list("pk", flat=True)[:size]):
+        sends += SendRecord.objects.filter(pk__in=ids).delete()[0]
+    _log_sweep("purge", total, started, orphaned_payouts=payouts, forgotten_sends=sends)
     return total
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 import textwrap
+import time
 import uuid
 from datetime import timedelta
 
@@ -158,6 +159,23 @@ def test_a_resent_change_still_expires_at_its_deadline(eager, confirmation_setti
     _profile, action = stage_change("deadline@example.org", address, valid_until=deadline)
     assert pipeline.resend(action).sent
     assert lifecycle.expire(now=deadline + timedelta(seconds=1)) == 1
+    assert pipeline.confirm(link_token(mails_to(address)[-1])).status == "expired"
+
+
+def test_without_valid_until_resends_never_move_the_expiry_past_the_first_one(eager, confirmation_settings,
+                                                                             no_resend_cooldown):
+    """A change saved without ``valid_until`` lives as long as its channel's EXPIRES from the save: resending
+    every so often gives a new secret for the time left, never a confirmable-forever change."""
+    confirmation_settings(CHANNELS={"email": {"EXPIRES": timedelta(seconds=30), "RESEND_COOLDOWN": None}})
+    address = "no-deadline-new@example.org"
+    _profile, action = stage_change("no-deadline@example.org", address)
+    first_expiry = fresh(action).valid_until
+    assert first_expiry <= fresh(action).created_at + timedelta(seconds=30)
+    time.sleep(1.1)  # a resend a moment later: today's clock, not the save's
+    assert pipeline.resend(action).sent
+    action, delivery = fresh(action), delivery_of(action)
+    assert action.valid_until == first_expiry and delivery.expires_at <= first_expiry
+    assert lifecycle.expire(now=first_expiry + timedelta(seconds=1)) == 1
     assert pipeline.confirm(link_token(mails_to(address)[-1])).status == "expired"
 
 

@@ -11,8 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deferred_confirmation import pipeline, workers
-from deferred_confirmation.django_integration.models import DeferredAction, Delivery
-from deferred_confirmation.pipeline import dispatch
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery, SendRecord
+from deferred_confirmation.pipeline import dispatch, limits
 from deferred_confirmation.pipeline.states import DeliveryStatus, State
 from tests.conftest import link_token
 from tests.testapp.models import Profile
@@ -141,6 +141,28 @@ def test_purge_deletes_old_terminal_actions_with_their_deliveries(eager, confirm
     assert DeferredAction.objects.filter(pk__in=[a.pk for a in kept]).count() == 3
     assert Delivery.objects.filter(action__in=kept).count() == 3
     assert _run(dispatch.PURGE) == 0
+
+
+def test_purge_forgets_sends_no_limit_counts_any_more_and_keeps_the_rest(eager, confirmation_settings):
+    """One SendRecord per secret ever sent would grow without end: rows older than the longest window (each
+    channel's SEND_WINDOW and RESEND_COOLDOWN, SEND_WINDOW_PER_CLIENT) go with the daily purge; a row still
+    inside a window keeps counting, so a limit reached before the purge is still reached after it."""
+    confirmation_settings(BATCH_SIZE=2, SEND_WINDOW_PER_CLIENT=timedelta(hours=1), CHANNELS={
+        "email": {"SEND_LIMIT": 2, "SEND_WINDOW": timedelta(hours=1), "RESEND_COOLDOWN": timedelta(days=2)}})
+    now = timezone.now()
+    for _n in range(5):
+        limits.record_send("email", "old-sends@example.org", now=now - timedelta(days=2, minutes=1))
+    limits.record_send("email", "cooling@example.org", now=now - timedelta(days=1))
+    limits.record_send("email", "busy@example.org", now=now - timedelta(minutes=5))
+    limits.record_send("email", "busy@example.org", now=now - timedelta(minutes=1))
+    SendRecord.objects.create(channel=limits.CLIENT_SCOPE, recipient_key="k" * 64, created_at=now - timedelta(days=3))
+
+    assert _run(dispatch.PURGE) == 0  # no action to delete; the sends are counted in the log line
+
+    assert SendRecord.objects.count() == 3
+    assert limits.check_send("email", "busy@example.org").reason == "limit"  # still counted
+    assert limits.check_send("email", "cooling@example.org", resend=True).reason == "cooldown"
+    assert limits.check_send("email", "old-sends@example.org") is None
 
 
 # --- redrive ------------------------------------------------------------------------------------------
