@@ -129,17 +129,17 @@ def check_legacy_paths(app_configs=None, **kwargs) -> list[CheckMessage]:
 
 
 @register(Tags.compatibility)
-def check_channel_option_warnings(app_configs=None, **kwargs) -> list[CheckWarning]:
+def check_channel_option_warnings(app_configs=None, **kwargs) -> list[CheckMessage]:
     """OPTIONS that still work but are deprecated, as each channel backend's ``warn_options`` says (the email
-    channel's EMAIL_BACKEND on Django 6.1 without MAILERS); ones that cannot work are errors (E025)."""
+    channel's EMAIL_BACKEND on Django 6.1 without MAILERS); ones that cannot work are BAD_BACKEND_OPTIONS."""
     raw = getattr(settings, "DEFERRED_CONFIRMATION", {})
     channels = raw.get("CHANNELS", DEFAULTS["CHANNELS"]) if isinstance(raw, dict) else None
     found = []
     for name, conf in (channels.items() if isinstance(channels, dict) else ()):
-        options = conf.get("OPTIONS", {}) if isinstance(conf, dict) else None
-        backend, why = _import(conf.get("BACKEND") or CHANNEL_DEFAULTS.get(name, {}).get("BACKEND")
-                               if isinstance(conf, dict) else None)
-        if isinstance(options, dict) and not why and hasattr(backend, "warn_options"):
-            found += [CheckWarning(f"CHANNELS[{name!r}] OPTIONS: {problem}", obj="DEFERRED_CONFIRMATION",
-                                   id="confirmation.W004") for problem in backend.warn_options(options)]
+        values = channel_values(name, conf) if isinstance(conf, dict) else {}
+        backend, why = import_object(values.get("BACKEND"))
+        options = values.get("OPTIONS", {})
+        if not why and isinstance(options, dict) and hasattr(backend, "warn_options"):
+            found += [_message(ids.DEPRECATED_CHANNEL_OPTION, f"CHANNELS[{name!r}] OPTIONS: {problem}")
+                      for problem in backend.warn_options(options)]
     return found

@@ -19,6 +19,7 @@ from django.urls import reverse
 from deferred_confirmation.pipeline.channels import mailconn
 from deferred_confirmation.pipeline.channels.base import (
     BaseChannel,
+    ChannelConfigurationError,
     PermanentChannelError,
     TransientChannelError,
 )
