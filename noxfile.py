@@ -100,14 +100,14 @@ def tests(session: nox.Session, django: str, redis_db: int, pg_name: str) -> Non
         overrides = os.path.join(session.create_tmp(), "overrides.txt")
         with open(overrides, "w") as file:
             file.write(wanted + "\n")
-        session.install("-e", ".[dev]", "--override", overrides)
+        session.install("-e", ".[dev]", "pip", "--override", overrides)  # pip: the packaging tests build with it
     elif django in PAST_DECLARED_BOUNDS:
         # The same with pip, which has no override: install with the newest Django every declared bound
         # allows, then put ours in its place without the resolver.
         session.install("-e", ".[dev]", PAST_DECLARED_BOUNDS[django])
         session.install("--no-deps", wanted)
     else:
-        session.install("-e", ".[dev]", wanted)
+        session.install("-e", ".[dev]", "pip", wanted)
     session.run("python", "-c", "import django; print('Django', django.get_version())", silent=False)
 
     args = list(session.posargs)
