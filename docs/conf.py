@@ -48,6 +48,8 @@ exclude_patterns = ["_build", "_generated", "Thumbs.db", ".DS_Store"]
 myst_enable_extensions = ["colon_fence", "deflist"]
 # "concepts.md#states" style links and {ref} targets for every heading down to level 3.
 myst_heading_anchors = 3
+# Quotes in the settings' one-line docs are code ("https://example.com"), not prose: keep them straight.
+smartquotes = False
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

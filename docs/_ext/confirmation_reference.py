@@ -10,8 +10,8 @@ Roles: ``{setting}`SITE_URL``` links to a setting's row (a channel key works too
 ``{check}`E004``` (or ``confirmation.E004``) to a check's row. A name that is not declared is a build warning,
 and ``make docs`` turns warnings into errors: a renamed setting breaks the manual's build, not its reader.
 
-Each declaration needs ``.name``, ``.default`` and ``.doc`` (settings) or ``.id``, ``.level`` and ``.meaning``
-(checks); ``.doc`` and ``.meaning`` are parsed as Markdown (inline).
+Each declaration needs ``.name``, ``.default`` and ``.doc`` (settings; ``.kind``, the type, is shown if present)
+or ``.id``, ``.level`` and ``.meaning`` (checks); ``.doc`` and ``.meaning`` are parsed as Markdown (inline).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from docutils import nodes
+from sphinx import addnodes
 from sphinx.application import Sphinx
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective, SphinxRole
@@ -108,8 +109,11 @@ class _TableDirective(SphinxDirective):
         head += row
         body = nodes.tbody()
         group += body
+        std = self.env.get_domain("std")
         for anchor, cells in self.rows():
             row = nodes.row(ids=[anchor])
+            # A label per row, so the roles below (and {ref}) resolve to it from any page.
+            std.note_hyperlink_target(anchor, self.env.docname, anchor, anchor)
             for cell in cells:
                 entry = nodes.entry()
                 entry.extend(cell if isinstance(cell, list) else [cell])
@@ -123,16 +127,20 @@ def _code(text: str) -> nodes.Node:
 
 
 class SettingsReference(_TableDirective):
-    header = ("key", "default", "meaning")
-    widths = (22, 22, 56)
+    header = ("key", "type", "default", "meaning")
+    widths = (20, 12, 20, 48)
 
     def declarations(self) -> list[Any]:
         return settings()
 
+    def cells(self, item: Any) -> list:
+        kind = getattr(item, "kind", "")  # optional in a declaration: what kind of value the key takes
+        return [_code(item.name), nodes.paragraph(text=kind), _code(format_default(item.default)),
+                self._inline(item.doc)]
+
     def rows(self):
         for item in self.declarations():
-            yield setting_anchor(item.name), [
-                _code(item.name), _code(format_default(item.default)), self._inline(item.doc)]
+            yield setting_anchor(item.name), self.cells(item)
 
 
 class ChannelSettingsReference(SettingsReference):
@@ -141,8 +149,7 @@ class ChannelSettingsReference(SettingsReference):
 
     def rows(self):
         for item in self.declarations():
-            yield setting_anchor("channel-" + item.name), [
-                _code(item.name), _code(format_default(item.default)), self._inline(item.doc)]
+            yield setting_anchor("channel-" + item.name), self.cells(item)
 
 
 class ChecksReference(_TableDirective):
@@ -155,9 +162,9 @@ class ChecksReference(_TableDirective):
 
 
 class _ReferenceRole(SphinxRole):
-    page = ""
 
-    def target(self) -> tuple[str, str] | None:
+    def target(self) -> str | None:
+        """The label of the row this role points at, or None if the name is not declared."""
         raise NotImplementedError
 
     def run(self):
@@ -166,10 +173,8 @@ class _ReferenceRole(SphinxRole):
         if found is None:
             logger.warning("%s %r is not declared in the library", self.name, self.text, location=self.get_location())
             return [literal], []
-        page, anchor = found
-        ref = nodes.reference("", "", internal=True, classes=["confirmation-" + self.name])
-        ref["refuri"] = self.app.builder.get_relative_uri(self.env.docname, page) + "#" + anchor
-        ref += literal
+        ref = addnodes.pending_xref("", literal, refdomain="std", reftype="ref", reftarget=found,
+                                    refexplicit=True, refwarn=True, refdoc=self.env.docname)
         return [ref], []
 
 
@@ -177,9 +182,9 @@ class SettingRole(_ReferenceRole):
     def target(self):
         name = self.text.strip()
         if name in {item.name for item in settings()}:
-            return "settings", setting_anchor(name)
+            return setting_anchor(name)
         if name in {item.name for item in channel_settings()}:
-            return "settings", setting_anchor("channel-" + name)
+            return setting_anchor("channel-" + name)
         return None
 
 
@@ -188,7 +193,7 @@ class CheckRole(_ReferenceRole):
         wanted = self.text.strip()
         for item in checks():
             if wanted in (item.id, item.id.rsplit(".", 1)[-1]):
-                return "checks", check_anchor(item.id)
+                return check_anchor(item.id)
         return None
 
 
