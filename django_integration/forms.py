@@ -80,13 +80,16 @@ class DeferredForm(forms.ModelForm):
             recipients = recipients_for(self, form_route(self).channels)
         except ValueError:
             return  # no route or no recipient: save() reports that programming error
+        client = user = None
+        if self.request is not None:
+            client, user = client_address(self.request), signed_in_user(self.request)
         for channel, recipient in recipients.items():
-            refusal = limits.check_send(channel, recipient)
+            refusal = limits.check_send(channel, recipient, requester=limits.requester_keys(client, user))
             if refusal is not None:
                 self._refuse(refusal)
                 return
         if self.request is not None:
-            for scope, identity in limits.senders(client_address(self.request), signed_in_user(self.request)):
+            for scope, identity in limits.senders(client, user):
                 refusal = limits.check_sender(scope, identity, len(recipients))
                 if refusal is not None:
                     self._refuse(refusal)

@@ -47,9 +47,13 @@ class DeferredAction(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     valid_until = models.DateTimeField()
-    # The valid_until given to save(), if any: no resend or redrive moves the action's expiry past it.
+    # Keyed hash of who saved it (the signed-in user, else the client address; "" if unknown): its resends and
+    # redrives count in that requester's allowance of the recipient's SEND_LIMIT, as its first send did.
+    requester_key = models.CharField(max_length=64, blank=True, default="")
+    # The valid_until given to save(), else the first expiry: no resend or redrive moves the action's expiry past
+    # it.  Null only on actions stored before it was always set.
     deadline = models.DateTimeField(null=True, blank=True,
-                                    help_text="The latest expiry the caller allowed (valid_until given to save()).")
+                                    help_text="The latest expiry: valid_until given to save(), else the first one.")
     redrives = models.PositiveIntegerField(
         default=0, help_text="Times the outbox sweep re-queued this action; past MAX_REDRIVES it fails.")
     # A create confirmed from a browser session other than the one that saved it (a sign-up takeover):
@@ -156,6 +160,9 @@ class SendRecord(models.Model):
 
     channel = models.CharField(max_length=32)
     recipient_key = models.CharField(max_length=64)
+    # Keyed hash of who asked (the signed-in user, else the client address; "" if unknown): each requester has
+    # their own allowance of a recipient's SEND_LIMIT.
+    sender_key = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

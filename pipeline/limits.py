@@ -5,6 +5,9 @@ Threats answered:
 - SMS pumping (an attacker making us text premium numbers over and over), mail bombing of a victim's inbox,
   and paid letters or payouts triggered in a loop: counted per channel and recipient across all actions,
   like Twilio Verify's per-recipient limits.
+- A stranger using up someone else's allowance (entering a victim's address or bank account again and again
+  so that the victim's own change is refused for days): each requester (signed-in user, else client address)
+  has their own SEND_LIMIT for a recipient, and all requesters together ALL_REQUESTERS_FACTOR times that.
 - The same from one client to many recipients (a list of premium numbers, a list of inboxes): counted per
   client address (:mod:`deferred_confirmation.django_integration.clients`) and per signed-in user, SEND_LIMIT_PER_CLIENT
   per SEND_WINDOW_PER_CLIENT, one per recipient sent to, at save() and at resend.
@@ -14,7 +17,7 @@ Threats answered:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -71,6 +74,13 @@ def _identity(channel: str, recipient: str) -> str:
     return f"{channel}:{backend.limit_identity(recipient) if backend is not None else recipient}"
 
 
+#: A recipient's SEND_LIMIT is counted per requester (the signed-in user, else the client address), so a stranger
+#: who keeps entering someone else's address or account uses up only their own allowance, never the owner's.
+#: Whoever asks, a recipient is sent at most this many times SEND_LIMIT per SEND_WINDOW: many strangers
+#: together still cannot bomb one inbox or phone.
+ALL_REQUESTERS_FACTOR = 3
+
+
 def recipient_key(channel: str, recipient: str) -> str:
     """Keyed hash of what identifies the recipient for ``channel`` (an address without the addressee's name, an
     account without the holder's), so spelling a name differently does not start a fresh allowance."""
@@ -99,32 +109,48 @@ def sender_keys(scope: str, identity: str) -> list[str]:
     return _keys("deferred_confirmation.sender", f"{scope}:{identity}")
 
 
-def reserve_send(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None
-                 ) -> SendRefusal | None:
+def requester_keys(client: str | None, user: Any = None) -> list[str]:
+    """Keyed hashes of whose allowance of a recipient's SEND_LIMIT a send is counted in: the signed-in user,
+    else the client address (current SECRET_KEY first); ``[""]`` when neither is known (a save or a sweep
+    outside a request: those share one allowance per recipient)."""
+    found = dict(senders(client, user))
+    if USER_SCOPE in found:
+        return sender_keys(USER_SCOPE, found[USER_SCOPE])
+    if CLIENT_SCOPE in found:
+        return sender_keys(CLIENT_SCOPE, found[CLIENT_SCOPE])
+    return [""]
+
+
+def reserve_send(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None,
+                 requester: Sequence[str] = ("",)) -> SendRefusal | None:
     """Check the limits and, if one more send is allowed, count it, as one step per recipient.
 
     Call inside a transaction: concurrent requests for the same recipient are serialised (a PostgreSQL
     advisory lock; SQLite serialises writers by itself), so a burst of parallel saves cannot all pass the
     check before any of them is counted.  A rolled-back transaction un-counts its send."""
     now = now or timezone.now()
-    refusal = check_send_locked(channel, recipient, resend=resend, now=now)
+    refusal = check_send_locked(channel, recipient, resend=resend, now=now, requester=requester)
     if refusal is None:
-        record_send(channel, recipient, now=now)
+        record_send(channel, recipient, now=now, requester=requester)
     return refusal
 
 
 def reserve_sends(recipients: Iterable[tuple[str, str]], *, client: str | None = None, user: Any = None,
-                  resend: bool = False, now: datetime | None = None) -> tuple[str, SendRefusal] | None:
+                  requester: Sequence[str] | None = None, resend: bool = False, now: datetime | None = None
+                  ) -> tuple[str, SendRefusal] | None:
     """Check every limit on sending to ``recipients`` ((channel, recipient) pairs) at the request of ``client``
     and ``user``, and count the sends only if none refuses; else (channel or scope, why not), nothing counted.
+    Each recipient's own limit is counted in the allowance of ``requester`` (keys from :func:`requester_keys`;
+    by default the client's or user's: a resend passes the action's, so it counts where its save did).
 
     Call inside a transaction (it holds the locks until the end): recipients are serialised in
     :func:`lock_order`, then the senders, by key, so parallel saves cannot overshoot a limit and two
     transactions never wait for each other's locks in opposite orders."""
     now = now or timezone.now()
     pairs = list(recipients)
+    requester = requester if requester is not None else requester_keys(client, user)
     for name, recipient in lock_order(pairs):
-        refusal = check_send_locked(name, recipient, resend=resend, now=now)
+        refusal = check_send_locked(name, recipient, resend=resend, now=now, requester=requester)
         if refusal is not None:
             return name, refusal
     asking = sorted(senders(client, user), key=lambda sender: sender_keys(*sender)[0])
@@ -134,7 +160,7 @@ def reserve_sends(recipients: Iterable[tuple[str, str]], *, client: str | None =
         if refusal is not None:
             return scope, refusal
     for name, recipient in pairs:
-        record_send(name, recipient, now=now)
+        record_send(name, recipient, now=now, requester=requester)
     SendRecord.objects.bulk_create([SendRecord(channel=scope, recipient_key=sender_keys(scope, identity)[0],
                                                created_at=now)
                                     for scope, identity in asking for _ in pairs])
@@ -164,12 +190,12 @@ def lock_order(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda pair: recipient_key(*pair))
 
 
-def check_send_locked(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None
-                      ) -> SendRefusal | None:
+def check_send_locked(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None,
+                      requester: Sequence[str] = ("",)) -> SendRefusal | None:
     """:func:`check_send`, with the recipient serialised until the transaction ends: the first half of
     :func:`reserve_send`, for a caller that checks every recipient before counting any (:func:`record_send`)."""
     _lock(recipient_key(channel, recipient))
-    return check_send(channel, recipient, resend=resend, now=now)
+    return check_send(channel, recipient, resend=resend, now=now, requester=requester)
 
 
 def _lock(key: str) -> None:
@@ -179,30 +205,37 @@ def _lock(key: str) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(key[:15], 16)])
 
 
-def record_send(channel: str, recipient: str, *, now: datetime | None = None) -> None:
-    """Count one send to ``recipient`` (after :func:`check_send_locked` allowed it, in the same transaction)."""
+def record_send(channel: str, recipient: str, *, now: datetime | None = None, requester: Sequence[str] = ("",)
+                ) -> None:
+    """Count one send to ``recipient`` in ``requester``'s allowance (its keys, current first; after
+    :func:`check_send_locked` allowed it, in the same transaction)."""
     SendRecord.objects.create(channel=channel, recipient_key=recipient_key(channel, recipient),
-                              created_at=now or timezone.now())
+                              sender_key=requester[0], created_at=now or timezone.now())
 
 
-def check_send(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None
-               ) -> SendRefusal | None:
-    """Why one more secret may not be sent to ``recipient`` now (None: it may).  Cooldown only on resends."""
+def check_send(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None,
+               requester: Sequence[str] = ("",)) -> SendRefusal | None:
+    """Why one more secret may not be sent to ``recipient`` in ``requester``'s allowance now (None: it may):
+    their RESEND_COOLDOWN (resends only) and SEND_LIMIT for this recipient, and the recipient's limit from
+    everyone together (:data:`ALL_REQUESTERS_FACTOR` times SEND_LIMIT).  ``requester``: keys from
+    :func:`requester_keys`; the default is the allowance shared by sends whose requester is unknown."""
     now = now or timezone.now()
     conf = app_settings.channel(channel)
     sends = SendRecord.objects.filter(channel=channel, recipient_key__in=recipient_keys(channel, recipient))
+    asked = sends.filter(sender_key__in=list(requester))
     cooldown = conf.get("RESEND_COOLDOWN")
     if resend and cooldown:
-        last = sends.filter(created_at__gt=now - cooldown).order_by("-created_at").values_list(
+        last = asked.filter(created_at__gt=now - cooldown).order_by("-created_at").values_list(
             "created_at", flat=True).first()
         if last is not None:
             return SendRefusal("cooldown", _seconds(last + cooldown - now))
     limit, window = conf.get("SEND_LIMIT"), conf.get("SEND_WINDOW")
     if limit and window:
-        recent = list(sends.filter(created_at__gt=now - window).order_by("-created_at").values_list(
-            "created_at", flat=True)[:limit])
-        if len(recent) >= limit:
-            return SendRefusal("limit", _seconds(recent[-1] + window - now))
+        for counted, most in ((asked, limit), (sends, limit * ALL_REQUESTERS_FACTOR)):
+            recent = list(counted.filter(created_at__gt=now - window).order_by("-created_at").values_list(
+                "created_at", flat=True)[:most])
+            if len(recent) >= most:
+                return SendRefusal("limit", _seconds(recent[-1] + window - now))
     return None
 
 

@@ -287,8 +287,10 @@ def resend(action: DeferredAction, channel: str | None = None, *, client: str | 
             return ResendResult(False)
         # Each recipient's limit and cooldown, and the asking client's and user's limit across recipients: all
         # sends counted, or (refused) none.
+        # Each recipient's limit and cooldown in the allowance its save was counted in (whoever asks now is
+        # the action's owner); the client's and user's limits are those of whoever asks.
         refused = limits.reserve_sends(((d.channel, d.recipient_value) for d in deliveries), client=client,
-                                       user=user, resend=True)
+                                       user=user, requester=[locked.requester_key], resend=True)
         if refused is not None:
             _name, refusal = refused
             note(outcome="refused", level=logging.INFO, reason=refusal.reason)

@@ -204,7 +204,8 @@ def _resend_counted(sweep: _Sweep) -> None:
     for action, delivery, recipient in ordered:
         if not action.is_open:
             continue
-        if limits.reserve_send(delivery.channel, recipient) is not None:
+        # Counted in the allowance of whoever saved the action, as its first send was.
+        if limits.reserve_send(delivery.channel, recipient, requester=[action.requester_key]) is not None:
             continue
         restart(delivery, action)
         sweep.requeued.add(action.pk)

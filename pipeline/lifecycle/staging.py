@@ -117,7 +117,8 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
     # is written, and a refusal is raised after the block, so a refused save leaves the caller's transaction
     # usable and counts nothing.  The sends are counted with the action, or not at all.
     with transaction.atomic(savepoint=False):
-        refused = limits.reserve_sends(recipients.items(), client=client, user=user, now=now)
+        requester = limits.requester_keys(client, user)
+        refused = limits.reserve_sends(recipients.items(), client=client, user=user, requester=requester, now=now)
         if refused is None:
             action = DeferredAction.objects.create(
                 form_class=form_path(type(form)),
@@ -129,6 +130,7 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
                 user=user if getattr(user, "pk", None) else None,
                 description=(description or "").replace("\x00", "\ufffd"),  # text columns refuse NUL
                 channel_policy=chosen.policy,
+                requester_key=requester[0],
                 created_at=now,
                 valid_until=max(expiry.values()),
                 # No resend or redrive keeps the action open past it: the valid_until given, else the longest

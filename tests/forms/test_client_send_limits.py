@@ -31,6 +31,7 @@ pytestmark = pytest.mark.urls(__name__)
 
 ATTACKER, OTHER, PROXY = "203.0.113.5", "198.51.100.7", "10.0.0.1"
 FROM_HERE = "Too many confirmation messages were requested from here"
+TO_RECIPIENT = "Too many confirmation messages were sent to this recipient"
 
 
 def change_email(request: HttpRequest, pk: int) -> HttpResponse:
@@ -155,6 +156,48 @@ def test_the_allowance_comes_back_after_the_window(db, settings):
     assert "Try again in 30 minutes" in refused.content.decode()
     SendRecord.objects.update(created_at=SendRecord.objects.earliest("created_at").created_at - timedelta(minutes=31))
     assert save_from(client, "w3@example.org").status_code == 302
+
+
+# --- a recipient's allowance belongs to whoever asks ------------------------------------------------------
+def test_a_stranger_cannot_use_up_the_owners_allowance_of_their_own_address(db, settings):
+    """Someone keeps entering a victim's address (sign-ups, "change my email"): they use up their own
+    allowance of that recipient; the victim, asking from elsewhere, still gets their mail."""
+    _conf(settings, SEND_LIMIT_PER_CLIENT=None, CHANNELS={"email": {"SEND_LIMIT": 3}})
+    stranger = Client(REMOTE_ADDR=ATTACKER)
+    assert [save_from(stranger, "owner@example.org").status_code for _ in range(4)] == [302, 302, 302, 429]
+
+    owner = Client(REMOTE_ADDR=OTHER)
+    owner.force_login(get_user_model().objects.create_user("owner-of-the-address"))
+    assert save_from(owner, "owner@example.org").status_code == 302
+
+
+def test_all_requesters_together_still_cannot_bomb_one_recipient(db, settings):
+    _conf(settings, SEND_LIMIT_PER_CLIENT=None, CHANNELS={"email": {"SEND_LIMIT": 2}})
+    total = 2 * limits.ALL_REQUESTERS_FACTOR
+    clients = [Client(REMOTE_ADDR=f"192.0.2.{n + 1}") for n in range(limits.ALL_REQUESTERS_FACTOR + 1)]
+    responses = [save_from(client, "bombed@example.org") for client in clients for _ in range(2)]
+    assert [r.status_code for r in responses[:total]] == [302] * total
+    assert all(r.status_code in (400, 429) and TO_RECIPIENT in r.content.decode() for r in responses[total:])
+    assert SendRecord.objects.filter(channel="email").count() == total
+    # A user signed in at one of those clients has an allowance of their own, but the recipient has had enough.
+    late = Client(REMOTE_ADDR="192.0.2.1")
+    late.force_login(get_user_model().objects.create_user("late"))
+    assert TO_RECIPIENT in save_from(late, "bombed@example.org").content.decode()
+
+
+def test_resend_cooldown_is_the_requesters_own(db, settings):
+    """A stranger's send to an address does not make its owner wait for a resend of their own change."""
+    _conf(settings, SEND_LIMIT_PER_CLIENT=None, CHANNELS={"email": {"RESEND_COOLDOWN": timedelta(minutes=5)}})
+    owner = get_user_model().objects.create_user("cooldown-owner")
+    client = Client(REMOTE_ADDR=OTHER)
+    client.force_login(owner)
+    assert save_from(client, "cool@example.org").status_code == 302
+    action = DeferredAction.objects.get()
+    assert not resend(action, client=OTHER, user=owner).sent  # their own cooldown
+    SendRecord.objects.update(created_at=SendRecord.objects.filter(channel="email").get().created_at
+                              - timedelta(minutes=6))
+    assert save_from(Client(REMOTE_ADDR=ATTACKER), "cool@example.org").status_code == 302  # a stranger, just now
+    assert resend(action, client=OTHER, user=owner).sent
 
 
 def test_no_limit_per_client_when_set_to_none(db, settings):
