@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.forms import BaseModelForm
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -15,7 +16,8 @@ from deferred_confirmation.django_integration.models import DeferredAction, Deli
 from deferred_confirmation.pipeline import dispatch, formdata, limits, routing
 from deferred_confirmation.pipeline.channels import get_channel
 from deferred_confirmation.pipeline.conf import app_settings
-from deferred_confirmation.pipeline.lifecycle.transitions import logged_step, note
+from deferred_confirmation.pipeline.lifecycle.steplog import annotate_step, logged_step
+from deferred_confirmation.pipeline.types import User
 
 
 def form_path(form_class: type) -> str:
@@ -90,8 +92,9 @@ def delivery_recipient(form: Any, channel: str, recipient: str) -> dict[str, str
 
 
 @logged_step("stage", done="staged")
-def stage(form: Any, *, user: Any = None, description: str | None = None, valid_until: datetime | None = None,
-          channels: list[str] | None = None, client: str | None = None) -> DeferredAction:
+def stage(form: BaseModelForm, *, user: User | None = None, description: str | None = None,
+          valid_until: datetime | None = None, channels: list[str] | None = None, client: str | None = None
+          ) -> DeferredAction:
     """Store ``form`` (valid, bound) as a pending action; deliveries are enqueued when the caller commits.
 
     Raises :class:`deferred_confirmation.pipeline.limits.SendLimitExceeded` if a recipient was sent too many secrets
@@ -137,7 +140,7 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
                 # EXPIRES from now (resending every so often must not make a change confirmable forever).
                 deadline=max(expiry.values()),
             )
-            note(action_id=action.pk, channel=",".join(chosen.channels), to_state=action.state)
+            annotate_step(action_id=action.pk, channel=",".join(chosen.channels), to_state=action.state)
             for name in chosen.channels:
                 delivery = Delivery.objects.create(action=action, channel=name,
                                                    **delivery_recipient(form, name, recipients[name]),
