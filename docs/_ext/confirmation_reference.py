@@ -135,8 +135,14 @@ class SettingsReference(_TableDirective):
 
     def cells(self, item: Any) -> list:
         kind = getattr(item, "kind", "")  # optional in a declaration: what kind of value the key takes
-        return [_code(item.name), nodes.paragraph(text=kind), _code(format_default(item.default)),
-                self._inline(item.doc)]
+        meaning = self._inline(item.doc)
+        check = getattr(item, "check", None)  # optional: the check id a wrong value is reported as
+        if getattr(check, "id", None):
+            ref = addnodes.pending_xref("", nodes.literal(text=check.id), refdomain="std", reftype="ref",
+                                        reftarget=check_anchor(check.id), refexplicit=True, refwarn=True,
+                                        refdoc=self.env.docname)
+            meaning.append(nodes.paragraph("", "A wrong value: ", ref, nodes.Text(".")))
+        return [_code(item.name), nodes.paragraph(text=kind), _code(format_default(item.default)), meaning]
 
     def rows(self):
         for item in self.declarations():

@@ -80,6 +80,22 @@ def test_the_reference_pages_show_the_generated_tables(built):
     assert first_release.group(1) in (built / "changelog.html").read_text(), "the changelog page lacks CHANGELOG.md"
 
 
+def test_the_settings_and_checks_pages_list_every_declared_setting_and_check(built):
+    from deferred_confirmation.django_integration.check_ids import CHECKS
+    from deferred_confirmation.pipeline.conf import CHANNEL_SETTINGS, SETTINGS
+
+    settings_page = (built / "settings.html").read_text()
+    for setting in SETTINGS:
+        anchor = "setting-" + setting.name.lower().replace("_", "-")
+        assert f'id="{anchor}"' in settings_page, f"{setting.name} is not in the settings reference"
+    for setting in CHANNEL_SETTINGS:
+        anchor = "setting-channel-" + setting.name.lower().replace("_", "-")
+        assert f'id="{anchor}"' in settings_page, f"the channel key {setting.name} is not in the settings reference"
+    checks_page = (built / "checks.html").read_text()
+    for check in CHECKS:
+        assert f'id="check-{check.id.rsplit(".", 1)[-1].lower()}"' in checks_page, f"{check.id} is not listed"
+
+
 def test_the_readme_is_short_and_names_the_two_commands():
     text = README.read_text()
     assert len(text.encode()) <= 12 * 1024, f"README.md is {len(text.encode())} bytes; keep it under 12 KB"
