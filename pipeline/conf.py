@@ -30,7 +30,7 @@ CHANNEL_DEFAULTS: dict[str, dict[str, Any]] = {
                "EXPIRES": timedelta(days=30),
                "MAX_ATTEMPTS": 5, "SEND_LIMIT": 3, "SEND_WINDOW": timedelta(days=30),
                "RESEND_COOLDOWN": timedelta(days=1)},
-    "microdeposit": {"BACKEND": "deferred_confirmation.pipeline.channels.microdeposit.LedgerChannel",
+    "microdeposit": {"BACKEND": "deferred_confirmation.pipeline.channels.microdeposit.MicroDepositChannel",
                      "EXPIRES": timedelta(days=10), "MAX_ATTEMPTS": 3, "SEND_LIMIT": 2,
                      "SEND_WINDOW": timedelta(days=10), "RESEND_COOLDOWN": timedelta(days=3)},
 }

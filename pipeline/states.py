@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from django.db import models
 
+from deferred_confirmation.pipeline.exceptions import InvalidTransition
+
+__all__ = ["OPEN", "TERMINAL", "TRANSITIONS", "DeliveryStatus", "InvalidTransition", "State", "can_transition",
+           "check_transition"]
+
 
 class State(models.TextChoices):
     PENDING = "pending", "pending"  # stored, delivery queued
@@ -29,10 +34,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 TERMINAL = frozenset(State) - frozenset(TRANSITIONS)
 OPEN = frozenset({State.PENDING, State.NOTIFIED})  # waiting for the secret to come back
-
-
-class InvalidTransition(Exception):
-    pass
 
 
 def can_transition(source: str, target: str) -> bool:

@@ -21,18 +21,15 @@ from django.utils import timezone
 
 from deferred_confirmation.django_integration.signals import change_confirmed
 from deferred_confirmation.pipeline import formdata
-from deferred_confirmation.pipeline.channels.base import redact_contacts
+from deferred_confirmation.pipeline.exceptions import ApplyRefused
 from deferred_confirmation.pipeline.lifecycle.steplog import annotate_step, logged_step
 from deferred_confirmation.pipeline.lifecycle.transitions import fail, lock, locked_row_or_none, move, signal_on_commit
 from deferred_confirmation.pipeline.paths import import_path
+from deferred_confirmation.pipeline.redaction import redact_contacts
 from deferred_confirmation.pipeline.states import State
 from deferred_confirmation.pipeline.types import ActionRef
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
-
-
-class ApplyRefused(Exception):
-    """The stored change cannot be applied; the message is stored as the failure reason."""
 
 
 @logged_step("apply", done="applied")

@@ -103,14 +103,14 @@ def _find_link_delivery(token: Any) -> Delivery | None:
     if not tokens.is_well_formed_link_token(token):
         return None
     return (Delivery.objects.select_related("action")
-            .filter(secret_digest__in=tokens.link_digests(token)).first())
+            .filter(secret_digest__in=tokens.link_digests_under_all_keys(token)).first())
 
 
 def _confirm_link(token: Any, saved_here: Collection[str] | None = None) -> ConfirmResult:
     if not tokens.is_well_formed_link_token(token):
         return MALFORMED
     # Only the ids: the rows are read again under their locks (the action, with its stored form, only once).
-    found = (Delivery.objects.filter(secret_digest__in=tokens.link_digests(token)).order_by()
+    found = (Delivery.objects.filter(secret_digest__in=tokens.link_digests_under_all_keys(token)).order_by()
              .values_list("pk", "action_id")[:1])
     if not found:
         return INVALID

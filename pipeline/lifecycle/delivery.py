@@ -21,7 +21,6 @@ from deferred_confirmation.django_integration.models import DeferredAction, Deli
 from deferred_confirmation.django_integration.signals import confirmation_required
 from deferred_confirmation.pipeline import crypto, dispatch, formdata, limits
 from deferred_confirmation.pipeline.channels import PermanentChannelError, TransientChannelError, get_channel
-from deferred_confirmation.pipeline.channels.base import recipient_values, redact_contacts
 from deferred_confirmation.pipeline.conf import app_settings
 from deferred_confirmation.pipeline.lifecycle.steplog import annotate_step, log_transition, logged_step, silence_step
 from deferred_confirmation.pipeline.lifecycle.transitions import (
@@ -35,6 +34,7 @@ from deferred_confirmation.pipeline.lifecycle.transitions import (
     row_or_none,
 )
 from deferred_confirmation.pipeline.paths import import_path
+from deferred_confirmation.pipeline.redaction import recipient_values, redact_contacts
 from deferred_confirmation.pipeline.states import DeliveryStatus, State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")

@@ -16,6 +16,7 @@ from deferred_confirmation.django_integration.models import DeferredAction, Deli
 from deferred_confirmation.pipeline import dispatch, formdata, limits, routing
 from deferred_confirmation.pipeline.channels import get_channel
 from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.exceptions import InvalidRecipient
 from deferred_confirmation.pipeline.lifecycle.steplog import annotate_step, logged_step
 from deferred_confirmation.pipeline.types import User
 
@@ -68,7 +69,7 @@ def recipients_for(form: Any, names: list[str]) -> dict[str, str]:
     recipients = {name: form.get_recipient(name) for name in names}
     missing = [name for name, recipient in recipients.items() if not recipient]
     if missing:
-        raise ValueError(f"{type(form).__name__} has no recipient for channel(s) {missing}: set "
+        raise InvalidRecipient(f"{type(form).__name__} has no recipient for channel(s) {missing}: set "
                          f"recipient_field or override get_recipient(channel).")
     return {name: stored_recipient(recipient) for name, recipient in recipients.items()}
 
