@@ -64,8 +64,8 @@ def test_every_page_in_a_table_of_contents_exists_and_is_built(built):
             assert html.exists(), f"{html} was not written"
             named.add(source)
     for page in ["installation", "quickstart", "demo", "concepts", "channels/index", "channels/email", "channels/sms",
-                 "channels/letter", "channels/microdeposit", "writing-a-channel", "settings", "checks", "api", "operations", "security",
-                 "benchmarks", "reliability", "changelog", "development"]:
+                 "channels/letter", "channels/microdeposit", "writing-a-channel", "settings", "checks", "api",
+                 "operations", "security", "benchmarks", "reliability", "changelog", "development"]:
         assert DOCS / f"{page}.md" in named, f"docs/{page}.md is in no table of contents"
 
 
