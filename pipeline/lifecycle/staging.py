@@ -8,7 +8,7 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.module_loading import import_string
 
 from deferred_confirmation.django_integration.models import DeferredAction, Delivery, seal_recipient
@@ -131,6 +131,7 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
                 description=(description or "").replace("\x00", "\ufffd"),  # text columns refuse NUL
                 channel_policy=chosen.policy,
                 requester_key=requester[0],
+                language=translation.get_language() or "",
                 created_at=now,
                 valid_until=max(expiry.values()),
                 # No resend or redrive keeps the action open past it: the valid_until given, else the longest
