@@ -14,15 +14,11 @@ Nothing here can edit or delete a row: state changes only through the actions, d
 
 from __future__ import annotations
 
-import base64
-import json
-import re
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -30,160 +26,18 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from deferred_confirmation.django_integration.models import (
-    MASK,
-    DeferredAction,
-    Delivery,
-    Payout,
-    is_account_key,
-    mask_recipient,
-)
-from deferred_confirmation.pipeline import crypto, lifecycle
-from deferred_confirmation.pipeline.formdata import NUL_SAFE, SEALED
+from deferred_confirmation.django_integration.models import DeferredAction, Delivery, Payout
+from deferred_confirmation.pipeline import lifecycle
 from deferred_confirmation.pipeline.lifecycle import maintenance
-from deferred_confirmation.pipeline.paths import import_path
-
-REDACTED = "••••"
-# Parts of a field name whose value is never shown, whatever the form says.
-SENSITIVE_NAME_PARTS = ("password", "passwd", "iban", "account", "routing", "card", "secret", "token", "pin",
-                        "cvv", "cvc")
-
-_EMAIL_RE = re.compile(r"[^\s@<>\"'(),;:\[\]]+@[^\s@<>\"'(),;:\[\]]+\.[A-Za-z]{2,}")
-_IBAN_RE = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", re.IGNORECASE)
-_NUMBER_RE = re.compile(r"\+?\d(?:[ ().-]{0,2}\d){6,}")  # phone, account or card numbers: 7+ digits
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}\b")
-
-
-# --- masking ----------------------------------------------------------------------------------------------
-def _digits(text: str) -> str:
-    return re.sub(r"\D", "", text)
-
-
-def recipient_values(deliveries: Iterable[Delivery]) -> set[str]:
-    """Every recipient text, and every text inside a JSON recipient (an address's lines, a bank account's
-    holder and numbers): values the admin must never show in clear.  A sealed recipient is opened for this
-    (only to find it in free texts and mask it there), never shown."""
-    values: set[str] = set()
-    for delivery in deliveries:
-        try:
-            recipient = (delivery.recipient_value or "").strip()
-        except crypto.InvalidToken:  # sealed under a key no longer configured: the masked form is all we have
-            recipient = (delivery.recipient or "").strip()
-        if not recipient:
-            continue
-        values.add(recipient)
-        if recipient.startswith("{"):
-            try:
-                data = json.loads(recipient)
-            except ValueError:
-                continue
-            if isinstance(data, dict):
-                values |= {str(v).strip() for v in data.values() if isinstance(v, str | int) and str(v).strip()}
-    return values
-
-
-def mask_text(text: str, known: Iterable[str] = ()) -> str:
-    """``text`` with personal data masked: the ``known`` recipient values, email addresses, IBANs and long
-    numbers (phones, accounts, cards).  Dates stay readable."""
-    if not text:
-        return text
-    for value in sorted(known, key=len, reverse=True):
-        if len(value) >= 4 and value.lower() in text.lower():
-            text = re.sub(re.escape(value), lambda m: mask_recipient(m.group()), text, flags=re.IGNORECASE)
-    text = _EMAIL_RE.sub(lambda m: mask_recipient(m.group()) if "***@" not in m.group() else m.group(), text)
-    text = _IBAN_RE.sub(lambda m: mask_recipient(m.group().replace(" ", "")), text)
-    return _NUMBER_RE.sub(_mask_number, text)
-
-
-def _mask_number(match: re.Match) -> str:
-    found = match.group()
-    if _DATE_RE.match(found):  # 2025-01-31 (and a time after it): not personal data
-        return found
-    return mask_recipient(re.sub(r"[^\d+]", "", found))
-
-
-def _is_known(value: str, known: set[str]) -> bool:
-    """Whether ``value`` is (or is a way of typing) one of the recipients: the same text, or a phone number
-    typed differently (``(202) 555-0123`` for ``+12025550123``)."""
-    lowered = value.strip().lower()
-    if any(lowered == k.lower() for k in known):
-        return True
-    digits = _digits(value)
-    return len(digits) >= 6 and any(len(_digits(k)) >= 6 and (_digits(k).endswith(digits) or
-                                                               digits.endswith(_digits(k))) for k in known)
-
-
-def _sensitive_names(form_class_path: str) -> set[str]:
-    """The form's ``sensitive_fields`` and its ``PasswordInput`` fields, if the form can be imported."""
-    try:
-        form_class = import_path(form_class_path)
-    except Exception:  # a form since removed or renamed: the name patterns and sealing still apply
-        return set()
-    names = set(getattr(form_class, "sensitive_fields", ()) or ())
-    names |= {name for name, field in getattr(form_class, "base_fields", {}).items()
-              if isinstance(field.widget, forms.PasswordInput)}
-    return names
-
-
-def _field_name(key: str, prefix: str | None) -> str:
-    return key[len(prefix) + 1:] if prefix and key.startswith(prefix + "-") else key
-
-
-def is_sensitive_key(key: str, sensitive: set[str], prefix: str | None = None) -> bool:
-    name = _field_name(key, prefix)
-    if any(name == s or name.startswith((s + "_", s + "-")) for s in sensitive):
-        return True
-    lowered = key.lower()
-    return any(part in lowered for part in SENSITIVE_NAME_PARTS)
-
-
-def _shown_value(value: Any, known: set[str]) -> str:
-    if isinstance(value, dict) and set(value) == {SEALED}:
-        return REDACTED  # never the ciphertext either
-    if isinstance(value, dict) and set(value) == {NUL_SAFE}:
-        try:
-            decoded = base64.b64decode(value[NUL_SAFE], validate=True).decode("utf-8", "replace")
-            value = decoded.replace("\x00", "\ufffd")
-        except (ValueError, TypeError):
-            return "[unreadable]"
-    if value is None:
-        return ""
-    if isinstance(value, bool | int | float):
-        text = str(value)
-    elif isinstance(value, str):
-        text = value
-    else:
-        if _contains_sealed(value):
-            return REDACTED
-        text = json.dumps(value, ensure_ascii=False)
-    if _is_known(text, known):
-        return mask_recipient(text.strip())
-    return mask_text(text, known)
-
-
-def _contains_sealed(value: Any) -> bool:
-    if isinstance(value, dict):
-        return SEALED in value or any(_contains_sealed(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_contains_sealed(v) for v in value)
-    return False
-
-
-def redacted_form_data(action: DeferredAction, deliveries: Iterable[Delivery] | None = None) -> list[tuple[str, str]]:
-    """(key, shown values) for each stored form key: sealed values and sensitive fields as ``••••``, the
-    rest with personal data masked."""
-    known = recipient_values(action.deliveries.all() if deliveries is None else deliveries)
-    sensitive = _sensitive_names(action.form_class)
-    stored = action.form_data if isinstance(action.form_data, dict) else {"": [action.form_data]}
-    rows = []
-    for key, values in stored.items():
-        values = values if isinstance(values, list) else [values]
-        if is_sensitive_key(str(key), sensitive, action.form_prefix):
-            shown = [REDACTED for _ in values] or [REDACTED]
-        else:
-            shown = [_shown_value(v, known) for v in values]
-        rows.append((str(key), ", ".join(shown)))
-    return rows
+from deferred_confirmation.pipeline.redaction import (
+    ACCOUNT_MASK,
+    is_account_key,
+    known_values,
+    mask_recipient,
+    parse_structured,
+    redact_contacts,
+    redacted_form_data,
+)
 
 
 def _action_link(action_id: Any) -> str:
@@ -212,7 +66,33 @@ class OverdueFilter(admin.SimpleListFilter):
         return None
 
 
-class DeliveryInline(admin.TabularInline):
+class NoEditingMixin:
+    """Nothing can be added, changed or deleted here: state changes only through the admin actions (the
+    lifecycle functions), deletion only by the purge (which also removes what channels stored elsewhere)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class MaskedDeliveryMixin:
+    """A delivery's recipient and status detail as operators may see them (pipeline.redaction)."""
+
+    @admin.display(description="recipient")
+    def masked_recipient(self, obj: Delivery) -> str:
+        return obj.masked_recipient
+
+    @admin.display(description="status detail")
+    def masked_status_detail(self, obj: Delivery) -> str:
+        return redact_contacts(obj.status_detail, known_values([obj]))
+
+
+class DeliveryInline(NoEditingMixin, MaskedDeliveryMixin, admin.TabularInline):
     model = Delivery
     extra = 0
     can_delete = False
@@ -221,40 +101,31 @@ class DeliveryInline(admin.TabularInline):
     readonly_fields = fields
     show_change_link = False
 
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+class ActionIdSearchMixin:
+    """A search for an action id (a UUID, in any of its spellings) finds rows of that action by ``action_id_field``;
+    anything else searches ``search_fields``."""
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+    action_id_field = "action_id"
 
-    @admin.display(description="recipient")
-    def masked_recipient(self, obj: Delivery) -> str:
-        return obj.masked_recipient
-
-    @admin.display(description="status detail")
-    def masked_status_detail(self, obj: Delivery) -> str:
-        return mask_text(obj.status_detail, recipient_values([obj]))
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        try:
+            action_id = uuid.UUID(search_term.strip())
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)
+        return queryset.filter(**{self.action_id_field: action_id}), False
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False  # deletion is the purge's job (it also removes what channels stored elsewhere)
+class ReadOnlyAdmin(NoEditingMixin, admin.ModelAdmin):
+    pass
 
 
 @admin.register(DeferredAction)
-class DeferredActionAdmin(ReadOnlyAdmin):
+class DeferredActionAdmin(ActionIdSearchMixin, ReadOnlyAdmin):
     list_display = ["id", "state", "short_form", "recipients", "user", "created_at", "valid_until"]
     list_filter = ["state", "deliveries__channel", "created_at", "valid_until", OverdueFilter]
-    search_fields = ["user__username", "user__email"]  # and the exact id: get_search_results
+    search_fields = ["user__username", "user__email"]  # and the exact id: ActionIdSearchMixin
+    action_id_field = "pk"
     date_hierarchy = "created_at"
     inlines = [DeliveryInline]
     fields = ["id", "state", "form_class", "description", "user", "content_type", "object_pk", "channel_policy",
@@ -271,19 +142,10 @@ class DeferredActionAdmin(ReadOnlyAdmin):
         ``str(action)``, which is its description.  Never saved: nothing here can change an action."""
         obj = super().get_object(request, object_id, from_field)
         if obj is not None:
-            known = recipient_values(obj.deliveries.all())
-            obj.description = mask_text(obj.description, known)
-            obj.failure_reason = mask_text(obj.failure_reason, known)
+            known = known_values(obj.deliveries.all())
+            obj.description = redact_contacts(obj.description, known)
+            obj.failure_reason = redact_contacts(obj.failure_reason, known)
         return obj
-
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
-        """An action id (a UUID, in any of its spellings) finds that action by primary key; anything else
-        searches the user's username and email."""
-        try:
-            action_id = uuid.UUID(search_term.strip())
-        except ValueError:
-            return super().get_search_results(request, queryset, search_term)
-        return queryset.filter(pk=action_id), False
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("confirmation.change_deferredaction")
@@ -321,17 +183,19 @@ class DeferredActionAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Cancel", permissions=["operate"])
     def cancel_actions(self, request: HttpRequest, queryset: QuerySet) -> None:
-        actions = list(queryset)
-        refused = [(action, _why_not(action, expired_ok=True) or "not cancelled")
-                   for action in actions if not lifecycle.cancel(action)]
-        self._report(request, "Cancelled", "cancelled", actions, refused)
+        self._end_each(request, queryset, lifecycle.cancel, "Cancelled", "cancelled")
 
     @admin.action(description="Expire now", permissions=["operate"])
     def expire_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._end_each(request, queryset, lifecycle.expire_now, "Expired", "expired")
+
+    def _end_each(self, request: HttpRequest, queryset: QuerySet, end: Callable[[DeferredAction], bool], verb: str,
+                  participle: str) -> None:
+        """``end`` (cancel, expire) each selected action; an expired one may still be ended."""
         actions = list(queryset)
-        refused = [(action, _why_not(action, expired_ok=True) or "not expired")
-                   for action in actions if not lifecycle.expire_now(action)]
-        self._report(request, "Expired", "expired", actions, refused)
+        refused = [(action, _why_not(action, expired_ok=True) or f"not {participle}")
+                   for action in actions if not end(action)]
+        self._report(request, verb, participle, actions, refused)
 
     def _report(self, request: HttpRequest, verb: str, participle: str, actions: list[DeferredAction],
                 refused: list[tuple[DeferredAction, str]]) -> None:
@@ -363,35 +227,19 @@ def _why_not(action: DeferredAction, expired_ok: bool = False) -> str:
 
 # --- deliveries and payouts -------------------------------------------------------------------------------
 @admin.register(Delivery)
-class DeliveryAdmin(ReadOnlyAdmin):
+class DeliveryAdmin(ActionIdSearchMixin, MaskedDeliveryMixin, ReadOnlyAdmin):
     list_display = ["id", "action_link", "channel", "masked_recipient", "status", "masked_status_detail",
                     "provider_ref", "attempts", "send_attempts", "sent_at", "expires_at"]
     list_filter = ["channel", "status"]
-    search_fields = ["=provider_ref"]  # and the action's id: get_search_results
+    search_fields = ["=provider_ref"]  # and the action's id: ActionIdSearchMixin
     fields = ["action_link", "channel", "masked_recipient", "generation", "status", "masked_status_detail",
               "provider_ref", "attempts", "send_attempts", "sent_at", "expires_at", "confirmed_at", "created_at",
               "updated_at"]
     readonly_fields = fields
 
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
-        try:
-            action_id = uuid.UUID(search_term.strip())
-        except ValueError:
-            return super().get_search_results(request, queryset, search_term)
-        return queryset.filter(action_id=action_id), False
-
     @admin.display(description="action")
     def action_link(self, obj: Delivery) -> str:
         return _action_link(obj.action_id)
-
-    @admin.display(description="recipient")
-    def masked_recipient(self, obj: Delivery) -> str:
-        return obj.masked_recipient
-
-    @admin.display(description="status detail")
-    def masked_status_detail(self, obj: Delivery) -> str:
-        return mask_text(obj.status_detail, recipient_values([obj]))
-
 
 @admin.register(Payout)
 class PayoutAdmin(ReadOnlyAdmin):
@@ -412,12 +260,9 @@ class PayoutAdmin(ReadOnlyAdmin):
         """The account's keys and country, and its numbers by their last 4 (as stored): enough to match a
         payout with a bank statement line, never the number."""
         shown = mask_recipient(obj.account)
-        try:
-            data = json.loads(obj.account) if obj.account.startswith("{") else None
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
+        data = parse_structured(obj.account)
+        if data is not None:
             last4 = [f"{key} {value}" for key, value in sorted(data.items())
-                     if is_account_key(key) and isinstance(value, str) and value.startswith(MASK)]
+                     if is_account_key(key) and isinstance(value, str) and value.startswith(ACCOUNT_MASK)]
             shown = " ".join([shown, *last4])
         return shown

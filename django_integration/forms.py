@@ -1,4 +1,6 @@
-"""DeferredForm: a ModelForm whose save() stores the change and asks for confirmation (DESIGN §2)."""
+"""The library's forms: :class:`DeferredForm`, a ModelForm whose save() stores the change and asks for
+confirmation (DESIGN §2), and the confirm-page forms where a person types the secret back (:class:`CodeForm`,
+:class:`AmountsForm`)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 
 from deferred_confirmation.django_integration import ownership
 from deferred_confirmation.django_integration.clients import client_address, signed_in_user
-from deferred_confirmation.pipeline import limits
+from deferred_confirmation.pipeline import amounts, limits
 from deferred_confirmation.pipeline.formdata import sensitive_field_names
 from deferred_confirmation.pipeline.lifecycle import stage
 from deferred_confirmation.pipeline.lifecycle.staging import form_route, recipients_for
@@ -154,3 +157,50 @@ class DeferredForm(forms.ModelForm):
     def save_confirmed(self) -> Any:
         """Write the confirmed change (ModelForm.save, with M2M); override to e.g. set a password."""
         return super().save(commit=True)
+
+
+# The confirm pages: a code (SMS, letter, email by code) or the two micro-deposit amounts.
+
+
+class CodeForm(forms.Form):
+    wrong = _("That code is wrong or has expired.")
+    attempts_left: int | None = None
+
+    code = forms.CharField(label=_("Confirmation code"), max_length=64, strip=True,
+                           widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True,
+                                                         "autocapitalize": "characters", "spellcheck": "false"}))
+
+    def secret(self) -> Any:
+        return self.cleaned_data["code"]
+
+
+class AmountField(forms.CharField):
+    default_error_messages = {"amount": _("Enter an amount between 0.01 and 0.99, like 0.32 or 32.")}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=amounts.MAX_INPUT, strip=True, **kwargs)
+        self.widget.attrs.update({"inputmode": "decimal", "autocomplete": "off", "placeholder": "0.00"})
+
+    def clean(self, value: Any) -> int:
+        text = super().clean(value)
+        cents = amounts.parse_cents(text)
+        if cents is None:
+            raise forms.ValidationError(self.error_messages["amount"], code="amount")
+        return cents
+
+
+class AmountsForm(forms.Form):
+    wrong = _("Those amounts are wrong or have expired.")
+    attempts_left: int | None = None
+
+    first = AmountField(label=_("First amount"))
+    second = AmountField(label=_("Second amount"))
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("first") is not None and data.get("first") == data.get("second"):
+            raise forms.ValidationError(_("The two deposits have different amounts."), code="same")
+        return data
+
+    def secret(self) -> Any:
+        return (self.cleaned_data["first"], self.cleaned_data["second"])

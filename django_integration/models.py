@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 
 from django.conf import settings
@@ -11,6 +10,10 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils import timezone
 
+from deferred_confirmation.pipeline.redaction import ACCOUNT_KEY_PARTS as ACCOUNT_KEY_PARTS
+from deferred_confirmation.pipeline.redaction import ACCOUNT_MASK, mask_account, mask_account_number, mask_recipient
+from deferred_confirmation.pipeline.redaction import NAME_KEY_PARTS as NAME_KEY_PARTS
+from deferred_confirmation.pipeline.redaction import is_account_key as is_account_key
 from deferred_confirmation.pipeline.states import OPEN, TERMINAL, DeliveryStatus, State
 
 #: pipeline.crypto purpose of sealed recipients (Delivery.recipient_sealed) and payout accounts.
@@ -211,52 +214,10 @@ class Payout(models.Model):
         return open_recipient(self.account, self.account_sealed)
 
 
-#: Keys of a structured recipient (a bank account as JSON) whose values are account numbers: masked to their last 4.
-ACCOUNT_KEY_PARTS = ("iban", "account", "number", "routing")
-#: ...unless the key names a person (``account_holder``): kept, like ``country``.
-NAME_KEY_PARTS = ("holder", "name")
-MASK = "••••"
-
-
-def is_account_key(key: str) -> bool:
-    lowered = str(key).lower()
-    return any(part in lowered for part in ACCOUNT_KEY_PARTS) and not any(part in lowered for part in NAME_KEY_PARTS)
-
-
-def mask_number(value: object) -> str:
-    """``••••3000``: an account number shown by its last 4 characters (spacing ignored); a value of fewer than
-    8 characters shows none, since its last 4 would be most of it."""
-    compact = "".join(str(value).split())
-    return MASK + compact[-4:] if len(compact) >= 8 else MASK
-
-
-def mask_account(value: str) -> str:
-    """A sensitive recipient as it may be stored in clear: every account-number-like value of a JSON object
-    (``iban``, ``account_number``, ``routing_number``… see :func:`is_account_key`) as :func:`mask_number`, the
-    other keys (holder, country) as they are; any other text as :func:`mask_number`.  The full value is kept
-    only sealed (:func:`seal_recipient`)."""
-    data = None
-    if value.startswith("{"):
-        try:
-            data = json.loads(value)
-        except ValueError:
-            data = None
-    if not isinstance(data, dict):
-        return mask_number(value)
-    return json.dumps(_masked_object(data), sort_keys=True, ensure_ascii=False)
-
-
-def _masked_object(data: dict) -> dict:
-    masked = {}
-    for key, item in data.items():
-        if isinstance(item, dict):
-            masked[key] = _masked_object(item)
-        elif is_account_key(key) and item not in (None, ""):
-            masked[key] = mask_number(item)
-        else:
-            masked[key] = item
-    return masked
-
+# Masking lives in deferred_confirmation.pipeline.redaction; these names stay importable from here (migration 0006
+# and projects import them).
+MASK = ACCOUNT_MASK
+mask_number = mask_account_number
 
 def open_recipient(clear: str, sealed: str) -> str:
     """The full value of a recipient stored as :func:`seal_recipient` left it (``sealed`` opened), or ``clear``
@@ -276,24 +237,3 @@ def seal_recipient(value: str) -> tuple[str, str]:
     from deferred_confirmation.pipeline import crypto
 
     return mask_account(value), crypto.seal(RECIPIENT_PURPOSE, value)
-
-
-def mask_recipient(value: str) -> str:
-    """``a***e@example.com``, ``+44*******89``: enough for a person to recognise, not to harvest."""
-    if not value:
-        return ""
-    if value.startswith("{"):  # a postal address or a bank account, as JSON
-        try:
-            data = json.loads(value)
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            shown = data.get("country") or data.get("postal_code", "")[:2]
-            return f"[{', '.join(sorted(data))}] {shown}".strip()
-    if "@" in value:
-        local, _, domain = value.rpartition("@")
-        shown = local[:1] + "***" + (local[-1:] if len(local) > 1 else "")
-        return f"{shown}@{domain}"
-    if len(value) <= 4:
-        return "*" * len(value)
-    return value[:3] + "*" * (len(value) - 5) + value[-2:]

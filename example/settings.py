@@ -147,7 +147,7 @@ DEFERRED_CONFIRMATION = {
                    "OPTIONS": {"STORAGE": "letters", "FROM": LETTER_SENDER, "PAGE_SIZE": "letter"}},
         # The default payout backend: a ledger row per deposit pair, paid by whoever runs
         # `manage.py export_payouts` (the demo reads the amounts from there).
-        "microdeposit": {"BACKEND": "deferred_confirmation.pipeline.channels.microdeposit.LedgerChannel",
+        "microdeposit": {"BACKEND": "deferred_confirmation.pipeline.channels.microdeposit.MicroDepositChannel",
                          "OPTIONS": {"CURRENCY": "USD"}},
     },
     # Which channel confirms which form (a form's own confirmation_channels would win over these).

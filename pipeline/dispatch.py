@@ -6,7 +6,7 @@ back save sends nothing.  If the broker is down the commit still stands (the err
 
 Traceable, never readable: every task about an action carries its id (``apply_action``'s argument, an
 ``action_id`` keyword on ``generate_token`` and ``send_notification``), and every message is published with
-an ``argsrepr``/``kwargsrepr`` (:func:`describe`) showing ids and numbers only: the sealed secret appears as
+an ``argsrepr``/``kwargsrepr`` (:func:`task_reprs`) showing ids and numbers only: the sealed secret appears as
 ``<sealed>`` in task events, Flower and worker logs.  (The message body still holds it, sealed: a broker
 reader sees ciphertext only.)
 """
@@ -56,7 +56,7 @@ def celery_app() -> Celery:
 
 
 def _publish(task_name: str, args: tuple, kwargs: dict, queue: str | None, countdown: float | None) -> None:
-    argsrepr, kwargsrepr = describe(args, kwargs)
+    argsrepr, kwargsrepr = task_reprs(args, kwargs)
     options = {"queue": queue, "countdown": countdown, "retry": True, "retry_policy": PUBLISH_RETRY_POLICY,
                "argsrepr": argsrepr, "kwargsrepr": kwargsrepr}
     try:
@@ -82,7 +82,8 @@ _HIDDEN = _Hidden()
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
 
 
-def _shown(value: Any) -> Any:
+def _id_or_sealed(value: Any) -> Any:
+    """``value`` if it is an id, number, bool, None or UUID; else what shows as ``<sealed>``."""
     if value is None or isinstance(value, bool | int | float | uuid.UUID):
         return str(value) if isinstance(value, uuid.UUID) else value
     if isinstance(value, str) and _UUID.fullmatch(value):
@@ -90,12 +91,12 @@ def _shown(value: Any) -> Any:
     return _HIDDEN  # a sealed secret, or anything else that is not an id
 
 
-def describe(args: Any, kwargs: Any) -> tuple[str, str]:
+def task_reprs(args: Any, kwargs: Any) -> tuple[str, str]:
     """``(argsrepr, kwargsrepr)`` of a task call: ids, numbers and uuids shown, anything else ``<sealed>``.
 
     Celery puts these, not the arguments, in task events (Flower) and in worker logs."""
-    shown_args = tuple(_shown(value) for value in (args or ()))
-    shown_kwargs = {str(key): _shown(value) for key, value in dict(kwargs or {}).items()}
+    shown_args = tuple(_id_or_sealed(value) for value in (args or ()))
+    shown_kwargs = {str(key): _id_or_sealed(value) for key, value in dict(kwargs or {}).items()}
     return repr(shown_args), repr(shown_kwargs)
 
 

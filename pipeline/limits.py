@@ -56,11 +56,7 @@ class SendRefusal:
                        "minutes.") % {"minutes": minutes}
 
 
-class SendLimitExceeded(ValueError):
-    def __init__(self, channel: str, refusal: SendRefusal):
-        super().__init__(f"{channel}: {refusal.message}")
-        self.channel = channel
-        self.refusal = refusal
+from deferred_confirmation.pipeline.exceptions import SendLimitExceeded as SendLimitExceeded  # noqa: E402 re-export
 
 
 def _keys(salt: str, value: str, *, current_only: bool = False) -> list[str]:

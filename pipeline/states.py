@@ -9,6 +9,11 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import pgettext_lazy
 
+from deferred_confirmation.pipeline.exceptions import InvalidTransition
+
+__all__ = ["OPEN", "TERMINAL", "TRANSITIONS", "DeliveryStatus", "InvalidTransition", "State", "can_transition",
+           "check_transition"]
+
 
 class State(models.TextChoices):
     PENDING = "pending", pgettext_lazy("state of a change", "pending")  # stored, delivery queued
@@ -32,10 +37,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 TERMINAL = frozenset(State) - frozenset(TRANSITIONS)
 OPEN = frozenset({State.PENDING, State.NOTIFIED})  # waiting for the secret to come back
-
-
-class InvalidTransition(Exception):
-    pass
 
 
 def can_transition(source: str, target: str) -> bool:

@@ -48,13 +48,14 @@ def is_well_formed_link_token(token: object) -> bool:
     return isinstance(token, str) and bool(LINK_TOKEN_RE.match(token))
 
 
-def link_digest(token: str) -> str:
-    """The digest stored for a link token (under the current key)."""
+def stored_link_digest(token: str) -> str:
+    """The digest stored on the delivery for a link token: under the current key only."""
     return _digest("link", token, settings.SECRET_KEY)
 
 
-def link_digests(token: str) -> list[str]:
-    """Digests of ``token`` under the current and every fallback key, for lookup."""
+def link_digests_under_all_keys(token: str) -> list[str]:
+    """Digests of ``token`` under the current and every fallback key: what a stored digest may be, for lookup
+    (a link sent before a key rotation still works)."""
     return [_digest("link", token, key) for key in _keys()]
 
 

@@ -18,3 +18,7 @@ def __getattr__(name: str) -> Any:
 
         return app
     raise AttributeError(f"module 'deferred_confirmation.workers' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -50,6 +50,7 @@ NEVER = 2**62
 def _configure(conf) -> None:
     from django.conf import settings
 
+    from deferred_confirmation.pipeline import dispatch
     from deferred_confirmation.pipeline.conf import app_settings
 
     for key, value in DEFAULTS.items():
@@ -59,10 +60,10 @@ def _configure(conf) -> None:
         names = [conf.task_default_queue or "celery", *app_settings.queues()]
         conf.task_queues = [Queue(name) for name in dict.fromkeys(names)]
     routes = {
-        "confirmation.apply_action": {"queue": app_settings.APPLY_QUEUE},
-        "confirmation.expire_stale": {"queue": app_settings.MAINTENANCE_QUEUE},
-        "confirmation.purge": {"queue": app_settings.MAINTENANCE_QUEUE},
-        "confirmation.redrive": {"queue": app_settings.MAINTENANCE_QUEUE},
+        dispatch.APPLY_ACTION: {"queue": app_settings.APPLY_QUEUE},
+        dispatch.EXPIRE_STALE: {"queue": app_settings.MAINTENANCE_QUEUE},
+        dispatch.PURGE: {"queue": app_settings.MAINTENANCE_QUEUE},
+        dispatch.REDRIVE: {"queue": app_settings.MAINTENANCE_QUEUE},
     }
     conf.task_routes = [routes, *([conf.task_routes] if conf.task_routes else [])]
     if conf.get("CELERY_DB_REUSE_MAX") is None:
@@ -107,14 +108,14 @@ def _channel_rate_limits(sender, instance, **kwargs) -> None:
     Celery's rate limits are per task type and per worker; a per-channel limit is therefore exact on a
     worker dedicated to that channel (``-Q confirmation.sms``).  A worker consuming several channel queues
     takes the strictest of their limits."""
+    from deferred_confirmation.pipeline import dispatch
     from deferred_confirmation.pipeline.conf import app_settings
-    from deferred_confirmation.pipeline.dispatch import SEND_NOTIFICATION
 
     consumed = set(instance.app.amqp.queues.consume_from or instance.app.amqp.queues)
     limits = [conf["RATE_LIMIT"] for conf in app_settings.CHANNELS.values()
               if conf["QUEUE"] in consumed and conf["RATE_LIMIT"]]
     if limits:
-        task = instance.app.tasks[SEND_NOTIFICATION]
+        task = instance.app.tasks[dispatch.SEND_NOTIFICATION]
         task.rate_limit = min(limits, key=_per_second)
 
 

@@ -11,11 +11,11 @@ from typing import Any
 from django import forms
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from deferred_confirmation.django_integration import ownership, throttle
+from deferred_confirmation.django_integration.forms import AmountsForm, CodeForm
 from deferred_confirmation.django_integration.views.common import (
     not_found,
     owned_action,
@@ -24,52 +24,7 @@ from deferred_confirmation.django_integration.views.common import (
     settle_attempt,
     throttled,
 )
-from deferred_confirmation.pipeline import amounts
 from deferred_confirmation.pipeline.lifecycle import ConfirmStatus, confirm
-
-
-class CodeForm(forms.Form):
-    wrong = _("That code is wrong or has expired.")
-    attempts_left: int | None = None
-
-    code = forms.CharField(label=_("Confirmation code"), max_length=64, strip=True,
-                           widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True,
-                                                         "autocapitalize": "characters", "spellcheck": "false"}))
-
-    def secret(self) -> Any:
-        return self.cleaned_data["code"]
-
-
-class AmountField(forms.CharField):
-    default_error_messages = {"amount": _("Enter an amount between 0.01 and 0.99, like 0.32 or 32.")}
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_length=amounts.MAX_INPUT, strip=True, **kwargs)
-        self.widget.attrs.update({"inputmode": "decimal", "autocomplete": "off", "placeholder": "0.00"})
-
-    def clean(self, value: Any) -> int:
-        text = super().clean(value)
-        cents = amounts.parse_cents(text)
-        if cents is None:
-            raise forms.ValidationError(self.error_messages["amount"], code="amount")
-        return cents
-
-
-class AmountsForm(forms.Form):
-    wrong = _("Those amounts are wrong or have expired.")
-    attempts_left: int | None = None
-
-    first = AmountField(label=_("First amount"))
-    second = AmountField(label=_("Second amount"))
-
-    def clean(self) -> dict:
-        data = super().clean()
-        if data.get("first") is not None and data.get("first") == data.get("second"):
-            raise forms.ValidationError(_("The two deposits have different amounts."), code="same")
-        return data
-
-    def secret(self) -> Any:
-        return (self.cleaned_data["first"], self.cleaned_data["second"])
 
 
 def _entry(request: HttpRequest, action_id: Any, form_class: type[forms.Form], template: str) -> HttpResponse:

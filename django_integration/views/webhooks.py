@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 from deferred_confirmation.pipeline.conf import app_settings
 from deferred_confirmation.pipeline.lifecycle import report_status
 from deferred_confirmation.pipeline.paths import import_path
+from deferred_confirmation.pipeline.siteurl import absolute_url, site_url
 
 logger = logging.getLogger("deferred_confirmation.webhooks")
 
@@ -68,11 +69,10 @@ def _signed_by(request: HttpRequest, signature: str):
     """The channel whose auth token signed this request, or None."""
     from twilio.request_validator import RequestValidator
 
-    site = app_settings.SITE_URL
-    if not site:
+    if not site_url():
         logger.error("Twilio status webhook refused: SITE_URL is not set, so its signature cannot be checked")
         return None
-    url = site.rstrip("/") + request.get_full_path()
+    url = absolute_url(request.get_full_path())
     for channel in _twilio_channels():
         token = channel.options.get("AUTH_TOKEN")
         if token and RequestValidator(token).validate(url, request.POST, signature):

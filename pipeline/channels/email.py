@@ -21,11 +21,11 @@ from django.utils import translation
 from deferred_confirmation.pipeline.channels import mailconn
 from deferred_confirmation.pipeline.channels.base import (
     BaseChannel,
-    ChannelConfigurationError,
     PermanentChannelError,
     TransientChannelError,
 )
 from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.siteurl import absolute_url
 
 if TYPE_CHECKING:
     from deferred_confirmation.django_integration.models import DeferredAction, Delivery
@@ -40,10 +40,7 @@ TEMPLATES = {
 
 
 def confirm_link(token: str) -> str:
-    site = app_settings.SITE_URL
-    if not site:
-        raise ChannelConfigurationError('DEFERRED_CONFIRMATION["SITE_URL"] is not set; links need it.')
-    return site.rstrip("/") + reverse("confirmation:link", args=[token])
+    return absolute_url(reverse("confirmation:link", args=[token]))
 
 
 class EmailChannel(BaseChannel):

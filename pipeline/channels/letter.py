@@ -46,7 +46,7 @@ from deferred_confirmation.pipeline.channels.base import (
     PermanentChannelError,
     TransientChannelError,
 )
-from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.siteurl import absolute_url
 
 if TYPE_CHECKING:
     from deferred_confirmation.django_integration.models import DeferredAction, Delivery
@@ -73,10 +73,7 @@ def format_code(code: str) -> str:
 
 def code_url(action: DeferredAction) -> str:
     """The code page of ``action``, from SITE_URL (never from a request's Host header)."""
-    site = app_settings.SITE_URL
-    if not site:
-        raise ChannelConfigurationError('DEFERRED_CONFIRMATION["SITE_URL"] is not set; letters print its URL.')
-    return site.rstrip("/") + reverse("confirmation:code", args=[action.pk])
+    return absolute_url(reverse("confirmation:code", args=[action.pk]), needed_for="letters (they print its URL)")
 
 
 def recipient_address(delivery: Delivery) -> dict[str, str]:

@@ -8,8 +8,9 @@ stored on the delivery.  With 99 x 98 / 2 = 4851 pairs it is guessable, hence th
 The recipient is the bank account, the dict the form's ``get_recipient("microdeposit")`` returns, e.g.
 ``{"holder": "Ada Lovelace", "iban": "DE89370400440532013000", "country": "DE"}`` or ``{"holder": ...,
 "routing_number": "111000025", "account_number": "12345678", "country": "US"}``; validate it with the fields of
-:mod:`deferred_confirmation.django_integration.banking`.  It is sensitive (:attr:`LedgerChannel.sensitive_recipient`):
-the delivery stores it as JSON sealed, and in clear only with its numbers masked to their last 4 digits.
+:mod:`deferred_confirmation.django_integration.banking`.  It is sensitive
+(:attr:`MicroDepositChannel.sensitive_recipient`): the delivery stores it as JSON sealed, and in clear only with its
+numbers masked to their last 4 digits.
 
 OPTIONS:
 
@@ -19,13 +20,17 @@ OPTIONS:
   API.
 - ``CURRENCY``: default ``"USD"``.
 - whatever the payout backend reads (HTTP: ``URL``, ``API_KEY``, ``TIMEOUT``).
+
+``LedgerChannel`` is the class's former name, still importable (and accepted in settings) with a
+DeprecationWarning: the payout backend, not the channel, decides whether a ledger is used.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from typing import TYPE_CHECKING
+import warnings
+from typing import TYPE_CHECKING, Any
 
 from deferred_confirmation.pipeline.amounts import canonical, parse_pair
 from deferred_confirmation.pipeline.channels.base import BaseChannel, PermanentChannelError
@@ -59,7 +64,7 @@ def bank_account(recipient: str) -> dict:
     return account
 
 
-class LedgerChannel(BaseChannel):
+class MicroDepositChannel(BaseChannel):
     """Two micro-deposits through a payout backend (by default the ``Payout`` ledger)."""
 
     secret_kind = "amounts"
@@ -92,5 +97,9 @@ class LedgerChannel(BaseChannel):
         return self.payout_backend().status(delivery.provider_ref)
 
 
-#: The same channel under a name that does not suggest the ledger backend.
-MicroDepositChannel = LedgerChannel
+def __getattr__(name: str) -> Any:
+    if name == "LedgerChannel":  # settings and imports written before the rename
+        warnings.warn("deferred_confirmation.pipeline.channels.microdeposit.LedgerChannel is now MicroDepositChannel; "
+                      "update BACKEND and imports.", DeprecationWarning, stacklevel=2)
+        return MicroDepositChannel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -49,7 +49,8 @@ from deferred_confirmation.pipeline.channels.base import (
     PermanentChannelError,
     TransientChannelError,
 )
-from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.redaction import redact_contacts
+from deferred_confirmation.pipeline.siteurl import absolute_url, site_url
 
 if TYPE_CHECKING:
     from deferred_confirmation.django_integration.models import DeferredAction, Delivery
@@ -89,28 +90,16 @@ PERMANENT_CODES = frozenset({
 #: Twilio error codes worth another try, whatever their HTTP status.
 TRANSIENT_CODES = frozenset({20429, 20500, 20503, 30001, 30002, 30008})
 
-_PHONE_RE = re.compile(r"\+?\d[\d ().-]{5,}\d")
 _SEPARATORS_RE = re.compile(r"[\s\-]+")
 _CODE_RE = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() and \d accept other scripts' digits
 
 
-def mask_numbers(text: str) -> str:
-    """``The 'To' number +12*******23 is not valid``: no phone number in a stored reason or a log line."""
-    from deferred_confirmation.django_integration.models import mask_recipient
-
-    return _PHONE_RE.sub(lambda m: mask_recipient(re.sub(r"[^\d+]", "", m.group())), text)
-
-
 def code_page_url(action: DeferredAction) -> str:
-    site = app_settings.SITE_URL
-    if not site:
-        raise ChannelConfigurationError('DEFERRED_CONFIRMATION["SITE_URL"] is not set; SMS links need it.')
-    return site.rstrip("/") + reverse("confirmation:code", args=[action.pk])
+    return absolute_url(reverse("confirmation:code", args=[action.pk]), needed_for="SMS links")
 
 
 def status_callback_url() -> str | None:
-    site = app_settings.SITE_URL
-    return site.rstrip("/") + reverse("confirmation:twilio_status") if site else None
+    return absolute_url(reverse("confirmation:twilio_status")) if site_url() else None
 
 
 def _twilio():
@@ -295,7 +284,7 @@ class TwilioSMSChannel(BaseChannel):
         error_code = getattr(found, "error_code", None)
         if getattr(found, "status", None) in ("failed", "undelivered") and _int(error_code) in PERMANENT_CODES:
             raise PermanentChannelError(
-                f"{found.status}: {mask_numbers(str(getattr(found, 'error_message', None) or 'rejected'))}",
+                f"{found.status}: {redact_contacts(str(getattr(found, 'error_message', None) or 'rejected'))}",
                 code=str(error_code))
         return str(found.sid)
 
@@ -347,10 +336,10 @@ def map_error(exc: Exception) -> TransientChannelError | PermanentChannelError |
         return None
     status, code, text = _error_parts(exc, TwilioRestException)
     if status is None:
-        return TransientChannelError(f"Twilio error: {mask_numbers(text)[:500]}")
+        return TransientChannelError(f"Twilio error: {redact_contacts(text)[:500]}")
     for prefix in ("Unable to create record: ", "Unable to fetch record: ", "Unable to fetch page: "):
         text = text.removeprefix(prefix)
-    reason = f"HTTP {status} from Twilio: {mask_numbers(text)[:500]}".rstrip(": ")
+    reason = f"HTTP {status} from Twilio: {redact_contacts(text)[:500]}".rstrip(": ")
     label = str(code if code is not None else status)
     if code in PERMANENT_CODES:
         return PermanentChannelError(reason, code=label)

@@ -21,30 +21,21 @@ from django.utils import timezone
 
 from deferred_confirmation.django_integration.signals import change_confirmed
 from deferred_confirmation.pipeline import formdata
-from deferred_confirmation.pipeline.channels.base import redact_contacts
-from deferred_confirmation.pipeline.lifecycle.transitions import (
-    fail,
-    first_locked,
-    lock,
-    logged_step,
-    move,
-    note,
-    signal_on_commit,
-)
+from deferred_confirmation.pipeline.exceptions import ApplyRefused
+from deferred_confirmation.pipeline.lifecycle.steplog import annotate_step, logged_step
+from deferred_confirmation.pipeline.lifecycle.transitions import fail, lock, locked_row_or_none, move, signal_on_commit
 from deferred_confirmation.pipeline.paths import import_path
+from deferred_confirmation.pipeline.redaction import redact_contacts
 from deferred_confirmation.pipeline.states import State
+from deferred_confirmation.pipeline.types import ActionRef
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
 
 
-class ApplyRefused(Exception):
-    """The stored change cannot be applied; the message is stored as the failure reason."""
-
-
 @logged_step("apply", done="applied")
-def apply(action_id: Any) -> bool:
+def apply(action_id: ActionRef) -> bool:
     """Apply a confirmed action; True if it was applied now, False if there was nothing (left) to do."""
-    note(action_id=action_id)
+    annotate_step(action_id=action_id)
     try:
         with transaction.atomic():
             action = lock(action_id)
@@ -65,7 +56,8 @@ def apply(action_id: Any) -> bool:
             if action is None or action.state != State.CONFIRMED:
                 return False
             fail(action, str(refused))
-        note(outcome="failed", level=logging.INFO, reason=str(refused), detail=getattr(refused, "detail", None))
+        annotate_step(outcome="failed", level=logging.INFO, reason=str(refused),
+                      detail=getattr(refused, "detail", None))
         return False
     return True
 
@@ -139,7 +131,7 @@ def _locked_target(form_class: type, model: type[models.Model], action: Any) -> 
     """The row the change is for, locked, and not changed since the request in the fields the form touches."""
     name = model._meta.verbose_name
     try:
-        instance = first_locked(model._default_manager.filter(pk=action.object_pk))
+        instance = locked_row_or_none(model._default_manager.filter(pk=action.object_pk))
         stale = instance is not None and not getattr(form_class, "allow_stale", False) and bool(
             action.target_fingerprint) and not formdata.fingerprint_matches(form_class, instance,
                                                                              action.target_fingerprint)
@@ -164,7 +156,7 @@ def _drop_password(form: Any, obj: models.Model) -> None:
     if has_password and callable(getattr(obj, "set_unusable_password", None)):
         obj.set_unusable_password()
         obj.save(update_fields=["password"])
-        note(detail="password not applied: confirmed from another browser session")
+        annotate_step(detail="password not applied: confirmed from another browser session")
 
 
 def _errors_text(form: Any) -> str:

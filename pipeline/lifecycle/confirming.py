@@ -18,17 +18,17 @@ from deferred_confirmation.django_integration.signals import action_expired
 from deferred_confirmation.pipeline import dispatch, tokens
 from deferred_confirmation.pipeline.channels import configured_channel, get_channel
 from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.lifecycle.steplog import annotate_step, log_step
 from deferred_confirmation.pipeline.lifecycle.transitions import (
     action_key,
     close_deliveries,
-    first,
     lock,
     move,
-    note,
+    row_or_none,
     signal_on_commit,
-    step,
 )
 from deferred_confirmation.pipeline.states import DeliveryStatus, State
+from deferred_confirmation.pipeline.types import ActionRef, Secret, SecretInput
 
 
 class ConfirmStatus(StrEnum):
@@ -57,18 +57,19 @@ INVALID = ConfirmResult(ConfirmStatus.INVALID)
 MALFORMED = ConfirmResult(ConfirmStatus.INVALID, malformed=True)
 
 
-def confirm(secret: Any, action: Any = None, *, saved_here: Collection[str] | None = None) -> ConfirmResult:
+def confirm(secret: SecretInput, action: ActionRef | None = None, *, saved_here: Collection[str] | None = None
+            ) -> ConfirmResult:
     """Accept ``secret`` (a link token, or a code/amounts for ``action``) and queue the apply.
 
     ``saved_here``: ids of the actions the confirming browser session saved (a view passes
     ``ownership.saved_ids(request)``).  A create confirmed from another session is marked
     ``confirmed_elsewhere``: whoever saved a sign-up with someone else's address does not get to choose its
     password.  None (a call outside a request) trusts the caller."""
-    with step("confirm") as current:
+    with log_step("confirm") as current:
         result = _confirm(secret, action, saved_here)
-        note(outcome="accepted" if result.ok else "refused", status=result.status.value,
-             level=logging.WARNING if result.status == ConfirmStatus.LOCKED else logging.INFO,
-             action_id=result.action.pk if result.action is not None else current.fields.get("action_id"))
+        annotate_step(outcome="accepted" if result.ok else "refused", status=result.status.value,
+                      level=logging.WARNING if result.status == ConfirmStatus.LOCKED else logging.INFO,
+                      action_id=result.action.pk if result.action is not None else current.fields.get("action_id"))
     return result
 
 
@@ -89,7 +90,7 @@ def _confirm(secret: Any, action: Any, saved_here: Collection[str] | None) -> Co
     raise AssertionError("unreachable")
 
 
-def peek_link(token: Any) -> ConfirmResult:
+def peek_link(token: Secret) -> ConfirmResult:
     """What confirming ``token`` would do, changing nothing (for the GET page); CONFIRMED means "can"."""
     delivery = _find_link_delivery(token)
     if delivery is None:
@@ -102,21 +103,21 @@ def _find_link_delivery(token: Any) -> Delivery | None:
     if not tokens.is_well_formed_link_token(token):
         return None
     return (Delivery.objects.select_related("action")
-            .filter(secret_digest__in=tokens.link_digests(token)).first())
+            .filter(secret_digest__in=tokens.link_digests_under_all_keys(token)).first())
 
 
 def _confirm_link(token: Any, saved_here: Collection[str] | None = None) -> ConfirmResult:
     if not tokens.is_well_formed_link_token(token):
         return MALFORMED
     # Only the ids: the rows are read again under their locks (the action, with its stored form, only once).
-    found = (Delivery.objects.filter(secret_digest__in=tokens.link_digests(token)).order_by()
+    found = (Delivery.objects.filter(secret_digest__in=tokens.link_digests_under_all_keys(token)).order_by()
              .values_list("pk", "action_id")[:1])
     if not found:
         return INVALID
     [(delivery_id, action_id)] = found
     with transaction.atomic():
         action = lock(action_id)
-        delivery = first(Delivery.objects.select_for_update().filter(pk=delivery_id))
+        delivery = row_or_none(Delivery.objects.select_for_update().filter(pk=delivery_id))
         channel = configured_channel(delivery.channel) if delivery is not None else None
         if action is None or channel is None or not channel.matches(delivery, token):
             return INVALID  # resent or purged between the lookup and the lock, or its channel removed
@@ -185,7 +186,7 @@ def _refusal(action: DeferredAction, delivery: Delivery | None, now=None) -> Con
 
 def _accept_or_refuse(action: DeferredAction, delivery: Delivery,
                       saved_here: Collection[str] | None = None) -> ConfirmResult:
-    note(channel=delivery.channel)
+    annotate_step(channel=delivery.channel)
     now = timezone.now()
     refusal = _refusal(action, delivery, now)
     if refusal == ConfirmStatus.EXPIRED and action.is_open and action.has_expired(now):
@@ -210,7 +211,7 @@ def _accept_or_refuse(action: DeferredAction, delivery: Delivery,
 
 def _wrong_code(action: DeferredAction, deliveries: list[Delivery]) -> ConfirmResult:
     """Count a wrong attempt against each delivery it could have been for; lock the action at the limit."""
-    note(channel=",".join(sorted({d.channel for d in deliveries})))
+    annotate_step(channel=",".join(sorted({d.channel for d in deliveries})))
     for delivery in deliveries:
         delivery.attempts += 1
         delivery.save(update_fields=["attempts", "updated_at"])

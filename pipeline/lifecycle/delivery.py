@@ -23,23 +23,20 @@ from deferred_confirmation.django_integration.models import DeferredAction, Deli
 from deferred_confirmation.django_integration.signals import confirmation_required
 from deferred_confirmation.pipeline import crypto, dispatch, formdata, limits
 from deferred_confirmation.pipeline.channels import PermanentChannelError, TransientChannelError, get_channel
-from deferred_confirmation.pipeline.channels.base import recipient_values, redact_contacts
 from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.lifecycle.steplog import annotate_step, log_transition, logged_step, silence_step
 from deferred_confirmation.pipeline.lifecycle.transitions import (
     action_key,
     close_deliveries,
     fail,
-    first,
-    first_locked,
     lock,
-    logged_step,
+    locked_row_or_none,
     move,
     move_if,
-    moved,
-    note,
-    quiet,
+    row_or_none,
 )
 from deferred_confirmation.pipeline.paths import import_path
+from deferred_confirmation.pipeline.redaction import recipient_values, redact_contacts
 from deferred_confirmation.pipeline.states import DeliveryStatus, State
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
@@ -54,7 +51,7 @@ def _lock_pair(delivery_id: int) -> tuple[DeferredAction | None, Delivery | None
     action = lock(action_uuid)
     if action is None:
         return None, None
-    delivery = first(Delivery.objects.select_for_update().filter(pk=delivery_id, action_id=action.pk))
+    delivery = row_or_none(Delivery.objects.select_for_update().filter(pk=delivery_id, action_id=action.pk))
     return action, delivery
 
 
@@ -77,18 +74,18 @@ def _lock_delivery(delivery_id: int, action_id: Any) -> Delivery | None:
     action_uuid = action_key(action_id)
     if action_uuid is not None:
         rows = rows.filter(action_id=action_uuid)
-    return first_locked(rows)
+    return locked_row_or_none(rows)
 
 
 @logged_step("generate", done="generated")
 def generate(delivery_id: int, generation: int, action_id: Any = None) -> bool:
     """Make and store the digest of a new secret, queue its sending; False if there is nothing to do."""
-    note(delivery_id=delivery_id, generation=generation)
+    annotate_step(delivery_id=delivery_id, generation=generation)
     with transaction.atomic():
         delivery = _lock_delivery(delivery_id, action_id)
         action = delivery.action if delivery is not None else None
         if delivery is not None:
-            note(action_id=delivery.action_id, channel=delivery.channel)
+            annotate_step(action_id=delivery.action_id, channel=delivery.channel)
         if not _still_wanted(action, delivery, generation, DeliveryStatus.QUEUED):
             return False
         channel = get_channel(delivery.channel)
@@ -105,15 +102,15 @@ def generate(delivery_id: int, generation: int, action_id: Any = None) -> bool:
 @logged_step("deliver", done="sent")
 def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
     """Send the secret; transient channel errors propagate (the task retries), permanent ones are stored."""
-    note(delivery_id=delivery_id, generation=generation)
+    annotate_step(delivery_id=delivery_id, generation=generation)
     try:
         secret = crypto.open_sealed(SECRET_PURPOSE, sealed_secret)
     except (crypto.InvalidToken, ValueError, TypeError):
-        note(outcome="dropped", level=logging.WARNING, reason="the sealed secret cannot be opened")
+        annotate_step(outcome="dropped", level=logging.WARNING, reason="the sealed secret cannot be opened")
         return False
-    delivery = first(Delivery.objects.select_related("action", "action__user").filter(pk=delivery_id))
+    delivery = row_or_none(Delivery.objects.select_related("action", "action__user").filter(pk=delivery_id))
     if delivery is not None:
-        note(action_id=delivery.action_id, channel=delivery.channel)
+        annotate_step(action_id=delivery.action_id, channel=delivery.channel)
     if delivery is None or not _still_wanted(delivery.action, delivery, generation, DeliveryStatus.GENERATED):
         return False
     action = delivery.action
@@ -130,14 +127,14 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
         pk=delivery_id, generation=generation, status=DeliveryStatus.GENERATED,
     ).update(send_attempts=F("send_attempts") + 1, sending_until=now + app_settings.SEND_LEASE)
     if not claimed:
-        note(outcome="skipped", level=logging.DEBUG, reason="another copy of this send holds it")
+        annotate_step(outcome="skipped", level=logging.DEBUG, reason="another copy of this send holds it")
         return False
     try:
         provider_ref = _send(channel, delivery, action, secret)
         sent_at = timezone.now()  # the provider's accept, not the bookkeeping after the signal below
     except PermanentChannelError as exc:
         delivery_failed(delivery_id, generation, str(exc))
-        quiet()  # the deliver_failed line tells it
+        silence_step()  # the deliver_failed line tells it
         return False
     except BaseException as exc:  # transient or unexpected: the task's retry must be able to claim it again
         fields = {"sending_until": None}
@@ -176,7 +173,7 @@ def _record_sent(action: DeferredAction, delivery_id: int, generation: int, prov
             transaction.set_rollback(True)  # not this send's to move: resent, cancelled or confirmed meanwhile
     if marked:
         if notified:
-            moved(action, State.PENDING, State.NOTIFIED)
+            log_transition(action, State.PENDING, State.NOTIFIED)
         return True
     # Confirmed before this ran (the link clicked the moment it arrived): the message did go out, and the row
     # says when.  Anything else (resent, cancelled, purged meanwhile) is left as it is.
@@ -207,8 +204,8 @@ def _send(channel: Any, delivery: Delivery, action: DeferredAction, secret: str)
 def delivery_retrying(delivery_id: int, generation: int, reason: str, retry: int | None = None) -> bool:
     """A transient error; the send task will try again.  Touching the row tells redrive it is alive."""
     found = Delivery.objects.filter(pk=delivery_id).values("action_id", "channel").first() or {}
-    note(level=logging.WARNING, action_id=found.get("action_id"), channel=found.get("channel"),
-         delivery_id=delivery_id, generation=generation, retry=retry, reason=redact_contacts(reason))
+    annotate_step(level=logging.WARNING, action_id=found.get("action_id"), channel=found.get("channel"),
+                  delivery_id=delivery_id, generation=generation, retry=retry, reason=redact_contacts(reason))
     return bool(Delivery.objects.filter(pk=delivery_id, generation=generation, status=DeliveryStatus.GENERATED).update(
         status_detail=f"retrying: {reason}"[:2000], updated_at=timezone.now()))
 
@@ -216,18 +213,18 @@ def delivery_retrying(delivery_id: int, generation: int, reason: str, retry: int
 @logged_step("deliver_failed", done="failed")
 def delivery_failed(delivery_id: int, generation: int, reason: str) -> bool:
     """Record a permanent failure; the action fails when no delivery is left that could still confirm it."""
-    note(delivery_id=delivery_id, generation=generation)
+    annotate_step(delivery_id=delivery_id, generation=generation)
     with transaction.atomic():
         action, delivery = _lock_pair(delivery_id)
         if action is not None and delivery is not None:
-            note(action_id=action.pk, channel=delivery.channel)
+            annotate_step(action_id=action.pk, channel=delivery.channel)
         if action is None or delivery is None or delivery.generation != generation or delivery.status in (
                 DeliveryStatus.FAILED, DeliveryStatus.CONFIRMED, DeliveryStatus.SUPERSEDED):
             return False
         # Providers echo what they were sent (an account number, an address): never stored where users read it.
         reason = redact_contacts(reason, recipient_values(delivery.recipient_value))
         fail_locked_delivery(action, delivery, reason, f"{delivery.channel} delivery failed: {reason}")
-    note(level=logging.WARNING, reason=redact_contacts(reason))
+    annotate_step(level=logging.WARNING, reason=redact_contacts(reason))
     return True
 
 
@@ -270,11 +267,11 @@ def resend(action: DeferredAction, channel: str | None = None, *, client: str | 
     Refused (nothing changes, the old secret still works) within a channel's RESEND_COOLDOWN or past its
     SEND_LIMIT for the recipient, or past SEND_LIMIT_PER_CLIENT for the ``client`` (address) or ``user`` asking:
     a view passes both."""
-    note(action_id=action.pk, channel=channel)
+    annotate_step(action_id=action.pk, channel=channel)
     with transaction.atomic():
         locked = DeferredAction.objects.select_for_update().filter(pk=action.pk).first()
         if locked is None or not locked.is_open or locked.has_expired():
-            note(outcome="refused", level=logging.INFO, reason="not open")
+            annotate_step(outcome="refused", level=logging.INFO, reason="not open")
             return ResendResult(False)
         deliveries = locked.deliveries.select_for_update().exclude(
             status__in=[DeliveryStatus.CONFIRMED, DeliveryStatus.SUPERSEDED])
@@ -287,7 +284,7 @@ def resend(action: DeferredAction, channel: str | None = None, *, client: str | 
         orphaned = [d for d in deliveries if d.channel not in configured]
         deliveries = [d for d in deliveries if d.channel in configured]
         if orphaned and (not deliveries or locked.channel_policy == "all"):
-            note(outcome="refused", level=logging.INFO, reason="channel no longer configured")
+            annotate_step(outcome="refused", level=logging.INFO, reason="channel no longer configured")
             return ResendResult(False)
         # Each recipient's limit and cooldown, and the asking client's and user's limit across recipients: all
         # sends counted, or (refused) none.
@@ -297,15 +294,15 @@ def resend(action: DeferredAction, channel: str | None = None, *, client: str | 
                                        user=user, requester=[locked.requester_key], resend=True)
         if refused is not None:
             _name, refusal = refused
-            note(outcome="refused", level=logging.INFO, reason=refusal.reason)
+            annotate_step(outcome="refused", level=logging.INFO, reason=refusal.reason)
             return ResendResult(False, refusal)
         for delivery in deliveries:
-            restart(delivery, locked)
-        note(channel=",".join(sorted({d.channel for d in deliveries})) or channel)
+            start_new_generation(delivery, locked)
+        annotate_step(channel=",".join(sorted({d.channel for d in deliveries})) or channel)
     return ResendResult(bool(deliveries))
 
 
-def restart(delivery: Delivery, action: DeferredAction) -> None:
+def start_new_generation(delivery: Delivery, action: DeferredAction) -> None:
     """New generation: clears the digest and queues a new secret (caller holds both row locks; the delivery's
     channel is configured, and its send was counted against the send limits).
 
@@ -337,7 +334,7 @@ def restart(delivery: Delivery, action: DeferredAction) -> None:
 @logged_step("cancel", done="cancelled")
 def cancel(action: DeferredAction) -> bool:
     """Withdraw an open action: its secrets stop working; True if it was open."""
-    note(action_id=action.pk)
+    annotate_step(action_id=action.pk)
     with transaction.atomic():
         locked = DeferredAction.objects.select_for_update().filter(pk=action.pk).first()
         if locked is None or not locked.is_open:

@@ -24,11 +24,11 @@ from deferred_confirmation.django_integration.models import DeferredAction, Deli
 from deferred_confirmation.django_integration.signals import action_expired
 from deferred_confirmation.pipeline import dispatch, limits
 from deferred_confirmation.pipeline.channels import configured_channel
-from deferred_confirmation.pipeline.channels.base import recipient_values, redact_contacts
 from deferred_confirmation.pipeline.conf import app_settings
 from deferred_confirmation.pipeline.lifecycle.confirming import expire_one
-from deferred_confirmation.pipeline.lifecycle.delivery import fail_locked_delivery, restart
+from deferred_confirmation.pipeline.lifecycle.delivery import fail_locked_delivery, start_new_generation
 from deferred_confirmation.pipeline.lifecycle.transitions import fail, lock, logger, signal_on_commit
+from deferred_confirmation.pipeline.redaction import recipient_values, redact_contacts
 from deferred_confirmation.pipeline.states import OPEN, TERMINAL, DeliveryStatus, State
 
 Progress = Callable[[int], None]
@@ -207,7 +207,7 @@ def _resend_counted(sweep: _Sweep) -> None:
         # Counted in the allowance of whoever saved the action, as its first send was.
         if limits.reserve_send(delivery.channel, recipient, requester=[action.requester_key]) is not None:
             continue
-        restart(delivery, action)
+        start_new_generation(delivery, action)
         sweep.requeued.add(action.pk)
 
 

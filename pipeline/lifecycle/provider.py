@@ -20,7 +20,8 @@ from django.db import transaction
 
 from deferred_confirmation.django_integration.models import Delivery
 from deferred_confirmation.pipeline.lifecycle.delivery import delivery_failed
-from deferred_confirmation.pipeline.lifecycle.transitions import lock, logged_step, note, quiet
+from deferred_confirmation.pipeline.lifecycle.steplog import annotate_step, logged_step, silence_step
+from deferred_confirmation.pipeline.lifecycle.transitions import lock
 from deferred_confirmation.pipeline.states import DeliveryStatus
 
 logger = logging.getLogger("deferred_confirmation.lifecycle")
@@ -54,8 +55,8 @@ def report_status(channel: str, provider_ref: str, status: str, detail: str = ""
         if status == DELIVERED:
             delivery.status = DeliveryStatus.DELIVERED
             delivery.save(update_fields=["status", "updated_at"])
-            note(outcome="delivered", action_id=delivery.action_id, channel=channel, delivery_id=delivery.pk)
+            annotate_step(outcome="delivered", action_id=delivery.action_id, channel=channel, delivery_id=delivery.pk)
             return DELIVERED
         delivery_failed(delivery.pk, delivery.generation, (detail or "the provider reported a failure")[:2000])
-        quiet()  # the deliver_failed line tells it
+        silence_step()  # the deliver_failed line tells it
     return FAILED

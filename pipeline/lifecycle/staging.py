@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.forms import BaseModelForm
 from django.utils import timezone, translation
 from django.utils.module_loading import import_string
 
@@ -15,7 +16,9 @@ from deferred_confirmation.django_integration.models import DeferredAction, Deli
 from deferred_confirmation.pipeline import dispatch, formdata, limits, routing
 from deferred_confirmation.pipeline.channels import get_channel
 from deferred_confirmation.pipeline.conf import app_settings
-from deferred_confirmation.pipeline.lifecycle.transitions import logged_step, note
+from deferred_confirmation.pipeline.exceptions import InvalidRecipient
+from deferred_confirmation.pipeline.lifecycle.steplog import annotate_step, logged_step
+from deferred_confirmation.pipeline.types import User
 
 
 def form_path(form_class: type) -> str:
@@ -66,7 +69,7 @@ def recipients_for(form: Any, names: list[str]) -> dict[str, str]:
     recipients = {name: form.get_recipient(name) for name in names}
     missing = [name for name, recipient in recipients.items() if not recipient]
     if missing:
-        raise ValueError(f"{type(form).__name__} has no recipient for channel(s) {missing}: set "
+        raise InvalidRecipient(f"{type(form).__name__} has no recipient for channel(s) {missing}: set "
                          f"recipient_field or override get_recipient(channel).")
     return {name: stored_recipient(recipient) for name, recipient in recipients.items()}
 
@@ -90,8 +93,9 @@ def delivery_recipient(form: Any, channel: str, recipient: str) -> dict[str, str
 
 
 @logged_step("stage", done="staged")
-def stage(form: Any, *, user: Any = None, description: str | None = None, valid_until: datetime | None = None,
-          channels: list[str] | None = None, client: str | None = None) -> DeferredAction:
+def stage(form: BaseModelForm, *, user: User | None = None, description: str | None = None,
+          valid_until: datetime | None = None, channels: list[str] | None = None, client: str | None = None
+          ) -> DeferredAction:
     """Store ``form`` (valid, bound) as a pending action; deliveries are enqueued when the caller commits.
 
     Raises :class:`deferred_confirmation.pipeline.limits.SendLimitExceeded` if a recipient was sent too many secrets
@@ -138,7 +142,7 @@ def stage(form: Any, *, user: Any = None, description: str | None = None, valid_
                 # EXPIRES from now (resending every so often must not make a change confirmable forever).
                 deadline=max(expiry.values()),
             )
-            note(action_id=action.pk, channel=",".join(chosen.channels), to_state=action.state)
+            annotate_step(action_id=action.pk, channel=",".join(chosen.channels), to_state=action.state)
             for name in chosen.channels:
                 delivery = Delivery.objects.create(action=action, channel=name,
                                                    **delivery_recipient(form, name, recipients[name]),

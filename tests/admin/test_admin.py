@@ -13,10 +13,10 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
-from deferred_confirmation.django_integration.admin import REDACTED, mask_text, redacted_form_data
 from deferred_confirmation.django_integration.models import DeferredAction, Delivery, Payout, mask_recipient
 from deferred_confirmation.pipeline import formdata
 from deferred_confirmation.pipeline.payouts.ledger import open_amounts
+from deferred_confirmation.pipeline.redaction import REDACTED, redact_contacts, redacted_form_data
 from deferred_confirmation.pipeline.states import State
 from tests.admin.conftest import overdue, save_change, unique_email
 from tests.admin.forms import NicknameIsSensitiveForm, ProfileSecretsForm
@@ -159,8 +159,8 @@ def test_redaction_rules(db):
     assert shown["nul"] == "a\ufffdb"
     assert shown["when"] == "2025-01-31"
     assert shown["count"] == "3"
-    assert mask_text("to bob@example.org, +44 7700 900123, IBAN DE89 3704 0044 0532 0130 00 on 2025-01-31") == \
-        "to b***b@example.org, +44********23, IBAN DE8*****************00 on 2025-01-31"
+    assert redact_contacts("to bob@example.org, +44 7700 900123, IBAN DE89 3704 0044 0532 0130 00 on 2025-01-31") == \
+        "to b***@example.org, +44***23, IBAN DE8***00 on 2025-01-31"
 
 
 # --- actions ------------------------------------------------------------------------------------------------

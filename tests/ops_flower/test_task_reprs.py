@@ -46,12 +46,12 @@ def published():
 def test_describe_shows_ids_and_numbers_and_hides_everything_else():
     action_id = uuid.uuid4()
     sealed = crypto.seal(SECRET_PURPOSE, "raw-token")
-    assert dispatch.describe((12, 3, sealed), {"action_id": str(action_id)}) == (
+    assert dispatch.task_reprs((12, 3, sealed), {"action_id": str(action_id)}) == (
         "(12, 3, <sealed>)", repr({"action_id": str(action_id)}))
-    assert dispatch.describe((str(action_id),), None) == (repr((str(action_id),)), "{}")
-    assert dispatch.describe((action_id, None, True, "123456", "+12025550123"), {}) == (
+    assert dispatch.task_reprs((str(action_id),), None) == (repr((str(action_id),)), "{}")
+    assert dispatch.task_reprs((action_id, None, True, "123456", "+12025550123"), {}) == (
         f"('{action_id}', None, True, <sealed>, <sealed>)", "{}")
-    assert dispatch.describe(None, {"x": ["a"]}) == ("()", "{'x': <sealed>}")
+    assert dispatch.task_reprs(None, {"x": ["a"]}) == ("()", "{'x': <sealed>}")
 
 
 def test_a_retried_send_is_published_with_the_secret_hidden(worker, smtp_server, fast_retries, published):

@@ -20,7 +20,7 @@ from django.urls import reverse
 from deferred_confirmation import pipeline
 from deferred_confirmation.django_integration.models import DeferredAction, Delivery, SendRecord
 from deferred_confirmation.pipeline import amounts
-from deferred_confirmation.pipeline.channels.microdeposit import LedgerChannel
+from deferred_confirmation.pipeline.channels.microdeposit import MicroDepositChannel
 from tests.web.test_code_view import SENT, wrong_code
 
 #: What the fake bank "paid": (recipient, canonical amounts "32,45").
@@ -29,7 +29,7 @@ PASSWORD = "a long test passphrase"
 JSON = {"HTTP_ACCEPT": "application/json"}
 
 
-class FakeDeposits(LedgerChannel):
+class FakeDeposits(MicroDepositChannel):
     """The micro-deposit channel with its payout made by a fake bank (the recipient is the profile's email)."""
 
     def send(self, *, delivery, action, secret: str) -> str:

@@ -3,9 +3,12 @@
 from datetime import timedelta
 
 import pytest
+from celery.signals import task_retry
+from django.db import InterfaceError, OperationalError
 
 from deferred_confirmation import workers
 from deferred_confirmation.pipeline import dispatch
+from deferred_confirmation.workers.tasks import ConfirmationTask
 
 TASK_NAMES = {
     "confirmation.generate_token",
@@ -75,3 +78,41 @@ def test_retry_backoff_max_is_checked(settings, value, message):
     settings.DEFERRED_CONFIRMATION = {**settings.DEFERRED_CONFIRMATION, "RETRY_BACKOFF_MAX": value}
     errors = check_settings()
     assert [(e.id, e.msg) for e in errors] == [("confirmation.E004", message)]
+
+
+@workers.app.task(base=ConfirmationTask, bind=True, name="tests.workers.database_away")
+def database_away(self) -> None:
+    """A task whose database is always away: retried with backoff until its retries run out."""
+    raise OperationalError("server closed the connection unexpectedly")
+
+
+def test_a_changed_retry_backoff_max_reaches_the_retry_countdown(settings):
+    def retries_of(retries: int) -> list[float]:
+        """The countdowns the real Celery autoretry path schedules, from retry ``retries`` on."""
+        found = []
+
+        def record(sender=None, reason=None, **kwargs):
+            found.append(reason.when)
+
+        task_retry.connect(record, sender=database_away, weak=False)
+        try:
+            database_away.apply(retries=retries)
+        finally:
+            task_retry.disconnect(record, sender=database_away)
+        assert len(found) == database_away.max_retries - retries  # then it gives up
+        return found
+
+    assert database_away.retry_backoff_max == 300
+    assert max(retries_of(5)) <= 300
+    settings.DEFERRED_CONFIRMATION = {**settings.DEFERRED_CONFIRMATION, "RETRY_BACKOFF_MAX": timedelta(seconds=2)}
+    assert database_away.retry_backoff_max == 2
+    assert set(retries_of(3)) <= {0, 1, 2}
+    settings.DEFERRED_CONFIRMATION = {**settings.DEFERRED_CONFIRMATION, "RETRY_BACKOFF_MAX": timedelta(0)}
+    assert set(retries_of(0)) == {0}
+
+
+@pytest.mark.parametrize("name", sorted(TASK_NAMES))
+def test_the_tasks_share_the_confirmation_task_base(name):
+    task = workers.app.tasks[name]
+    assert isinstance(task, ConfirmationTask)
+    assert task.autoretry_for == (OperationalError, InterfaceError) and task.max_retries == 8

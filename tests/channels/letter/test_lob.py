@@ -10,7 +10,6 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from celery.signals import task_retry
 from django.utils import timezone
 
 from deferred_confirmation.pipeline.channels import (
@@ -26,20 +25,6 @@ from example.fakes.lob import FakeLob
 from tests.channels.letter.conftest import SENDER, code_in, code_url, delivery_of, stage_address_change, wait_for
 from tests.conftest import own
 from tests.testapp.models import Profile
-
-
-@pytest.fixture
-def retries():
-    """Reasons of the send_notification retries Celery scheduled (in the worker threads)."""
-    seen: list[str] = []
-
-    def receiver(sender=None, reason=None, **kwargs):
-        if sender is not None and sender.name == SEND:
-            seen.append(str(reason))
-
-    task_retry.connect(receiver, weak=False)
-    yield seen
-    task_retry.disconnect(receiver)
 
 
 def finished(task_log, result: bool) -> None:
@@ -80,7 +65,7 @@ def test_letter_request_at_lob_and_its_code_confirms(worker, task_log, fake_lob,
 
 
 @pytest.mark.parametrize("failure", ["drop", "slow"])
-def test_retried_send_makes_one_letter_at_lob(worker, task_log, fake_lob, fast_retries, retries, failure):
+def test_retried_send_makes_one_letter_at_lob(worker, task_log, fake_lob, fast_retries, send_retries, failure):
     """Lob made the letter but its answer was lost (connection dropped, or too slow for the client): the
     retry carries the same idempotency key, so Lob answers with the same letter instead of a second one."""
     fake_lob.fail_next(failure, delay=2)
@@ -88,7 +73,7 @@ def test_retried_send_makes_one_letter_at_lob(worker, task_log, fake_lob, fast_r
     finished(task_log, True)
 
     delivery = delivery_of(action)
-    assert len(retries) == 1 and "Lob unreachable" in retries[0]
+    assert len(send_retries) == 1 and "Lob unreachable" in send_retries[0]
     assert len(fake_lob.requests) == 2
     assert {r.idempotency_key for r in fake_lob.requests} == {delivery.idempotency_key}
     assert [r.replayed for r in fake_lob.requests] == [False, True]
@@ -103,7 +88,7 @@ def test_retried_send_makes_one_letter_at_lob(worker, task_log, fake_lob, fast_r
     (None, {"address_country": "US", "address_postal_code": "10001", "address_city": "New York"},
      "to.address_state is required"),
 ])
-def test_lob_address_refusal_fails_delivery_and_action(worker, task_log, signal_log, fake_lob, retries, script,
+def test_lob_address_refusal_fails_delivery_and_action(worker, task_log, signal_log, fake_lob, send_retries, script,
                                                        changes, message):
     if script:
         fake_lob.fail_next(script)
@@ -116,12 +101,12 @@ def test_lob_address_refusal_fails_delivery_and_action(worker, task_log, signal_
     assert delivery.secret_digest == ""
     action.refresh_from_db()
     assert action.state == State.FAILED and message in action.failure_reason
-    assert retries == [] and len(fake_lob.requests) == 1 and fake_lob.letters == []
+    assert send_retries == [] and len(fake_lob.requests) == 1 and fake_lob.letters == []
     wait_for(lambda: signal_log.count("confirmation_failed", action.pk) == 1, what="confirmation_failed")
     assert Profile.objects.get(pk=profile.pk).address_city == "Bonn"
 
 
-def test_rate_limit_and_server_errors_are_retried_then_sent(worker, task_log, fake_lob, fast_retries, retries):
+def test_rate_limit_and_server_errors_are_retried_then_sent(worker, task_log, fake_lob, fast_retries, send_retries):
     fake_lob.fail_next("rate_limit")
     fake_lob.fail_next("server")
     _profile, action = stage_address_change()
@@ -129,8 +114,8 @@ def test_rate_limit_and_server_errors_are_retried_then_sent(worker, task_log, fa
 
     assert [r.status for r in fake_lob.requests] == [429, 500, 200]
     assert len({r.idempotency_key for r in fake_lob.requests}) == 1
-    assert len(retries) == 2
-    assert "Rate limit exceeded" in retries[0] and "internal server error" in retries[1]
+    assert len(send_retries) == 2
+    assert "Rate limit exceeded" in send_retries[0] and "internal server error" in send_retries[1]
     assert len(fake_lob.letters) == 1
     delivery = delivery_of(action)
     assert delivery.status == DeliveryStatus.SENT and delivery.provider_ref == fake_lob.letters[0]["id"]

@@ -11,7 +11,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from celery.signals import task_retry
 from django.core.management import call_command
 from kombu import Queue
 
@@ -74,20 +73,6 @@ def http_backend(microdeposit_channel, payout_api):
         return payout_api
 
     return configure
-
-
-@pytest.fixture
-def send_retries():
-    """Reasons of the send_notification retries Celery scheduled."""
-    seen: list[str] = []
-
-    def receiver(sender=None, reason=None, **kwargs):
-        if sender is not None and sender.name == SEND_NOTIFICATION:
-            seen.append(str(reason))
-
-    task_retry.connect(receiver, weak=False)
-    yield seen
-    task_retry.disconnect(receiver)
 
 
 # --- staging a change ----------------------------------------------------------------------------------

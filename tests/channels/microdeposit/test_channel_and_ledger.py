@@ -1,4 +1,4 @@
-"""LedgerChannel's secrets, the ledger payout backend (idempotent, sealed) and the operator's export_payouts."""
+"""MicroDepositChannel's secrets, the ledger payout backend (idempotent, sealed) and the operator's export_payouts."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from deferred_confirmation import pipeline
 from deferred_confirmation.django_integration.models import Payout
 from deferred_confirmation.pipeline import crypto
 from deferred_confirmation.pipeline.channels import PermanentChannelError, get_channel
-from deferred_confirmation.pipeline.channels.microdeposit import LedgerChannel, random_pair
+from deferred_confirmation.pipeline.channels.microdeposit import MicroDepositChannel, random_pair
 from deferred_confirmation.pipeline.payouts import load_backend
 from deferred_confirmation.pipeline.payouts.ledger import LedgerPayoutBackend, open_amounts, seal_amounts
 from deferred_confirmation.pipeline.states import State
@@ -33,7 +33,7 @@ ACCOUNT = {"holder": "Ada Lovelace", "iban": "DE89370400440532013000", "country"
 # --- secrets ------------------------------------------------------------------------------------------------
 def test_the_secret_is_two_different_amounts_of_1_to_99_cents_as_canonical_text():
     channel = get_channel("microdeposit")
-    assert isinstance(channel, LedgerChannel)
+    assert isinstance(channel, MicroDepositChannel)
     assert (channel.secret_kind, channel.max_attempts) == ("amounts", 3)
     secrets = [channel.make_secret() for _ in range(3000)]
     pairs = [tuple(int(c) for c in s.split(",")) for s in secrets]

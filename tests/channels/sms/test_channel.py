@@ -18,9 +18,9 @@ from deferred_confirmation.pipeline.channels.sms import (
     TwilioSMSChannel,
     make_http_client,
     map_error,
-    mask_numbers,
     rebase,
 )
+from deferred_confirmation.pipeline.redaction import redact_contacts
 from example.fakes.twilio import FakeTwilio
 from tests.channels.sms.conftest import FROM, PHONE
 
@@ -118,8 +118,8 @@ def test_errors_are_mapped_to_permanent_or_transient(exc, kind, code):
 def test_reasons_carry_no_phone_number():
     error = map_error(rest(400, 21211, f"Unable to create record: The 'To' number {PHONE} is not valid."))
     assert PHONE not in str(error) and "2025550123" not in str(error)
-    assert str(error) == "21211: HTTP 400 from Twilio: The 'To' number +12*******23 is not valid."
-    assert mask_numbers("call +1 202 555 0123 or 4915123456789") == "call +12*******23 or 491********89"
+    assert str(error) == "21211: HTTP 400 from Twilio: The 'To' number +12***23 is not valid."
+    assert redact_contacts("call +1 202 555 0123 or 4915123456789") == "call +12***23 or 491***89"
 
 
 def test_other_exceptions_are_not_ours():
