@@ -21,6 +21,14 @@ from tests.testapp.models import Profile
 from tests.web.test_code_view import code_channel, code_url, staged_code, wrong_code  # noqa: F401 - fixtures
 
 
+@pytest.fixture(autouse=True)
+def _servers_language_after():
+    """LocaleMiddleware activates the request's language in this thread and leaves it there (a server's next
+    request activates its own): the tests after these must not inherit it."""
+    yield
+    translation.deactivate()
+
+
 def status_url(action) -> str:
     return reverse("confirmation:status", args=[action.pk])
 
