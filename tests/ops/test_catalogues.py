@@ -59,3 +59,15 @@ def test_the_compiled_catalogues_say_what_the_sources_say(tmp_path):
         shipped, fresh = polib.mofile(str(LOCALE / name)), polib.mofile(str(tmp_path / "locale" / name))
         assert messages(shipped) == messages(fresh), f"{name} is stale: run python -m tests.ops.catalogues"
         assert shipped.metadata == fresh.metadata
+
+
+# GSM 03.38's basic character set: a text written only in it takes 160 characters a segment, any other character
+# makes it UCS-2 and 70 a segment (each segment is paid for).
+GSM_7 = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
+            "¿abcdefghijklmnopqrstuvwxyzäöñüà")
+
+
+@pytest.mark.parametrize("language", ["de", "fr"])
+def test_the_sms_text_stays_in_the_gsm_alphabet(language):
+    [sms] = [entry for entry in po_file(LOCALE, language) if "is your confirmation code" in entry.msgid]
+    assert set(sms.msgstr) <= GSM_7, set(sms.msgstr) - GSM_7
