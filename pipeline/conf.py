@@ -63,11 +63,14 @@ CHANNEL_SETTINGS: tuple[Setting, ...] = (
             "Celery rate limit of the send task on a worker consuming this channel's queue, e.g. '10/m'.",
             "str | None"),
     Setting("SEND_LIMIT", None, v.positive_int(allow_none=True), ids.BAD_SEND_LIMIT,
-            "Secrets sent to one recipient per SEND_WINDOW (None: unlimited).", "int | None"),
+            "Secrets sent to one recipient per SEND_WINDOW at the request of one requester (the signed-in user, "
+            "else the client address); all requesters together get three times as many (None: unlimited).",
+            "int | None"),
     Setting("SEND_WINDOW", timedelta(minutes=10), v.duration(allow_none=True), ids.BAD_CHANNEL_DURATION,
             "The window SEND_LIMIT counts in.", "timedelta"),
     Setting("RESEND_COOLDOWN", timedelta(seconds=60), v.duration(allow_none=True), ids.BAD_CHANNEL_DURATION,
-            "Least time between two secrets to one recipient.", "timedelta"),
+            "Least time between two secrets to one recipient at the request of one requester (resends only).",
+            "timedelta"),
     Setting("OPTIONS", {}, v.instance_of(dict, "a dict"), ids.OPTIONS_NOT_A_DICT,
             "The backend's own options (credentials, sender, code length...).", "dict"),
 )
