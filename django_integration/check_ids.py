@@ -77,6 +77,11 @@ THROTTLE_CACHE_NOT_SHARED = _warning(2, "THROTTLE_CACHE is per process, stores n
 LEGACY_PATH = _warning(3, "A setting names the library's old top-level package; it still loads, with a warning.")
 DEPRECATED_CHANNEL_OPTION = _warning(4, "A channel option works on the running Django but Django deprecates it (the "
                                         "email channel's EMAIL_BACKEND on Django 6.1 without MAILERS).")
+# Deployment (``manage.py check --deploy``): settings fit for development, not for a site people use
+SITE_URL_NOT_HTTPS = _warning(5, "SITE_URL is http://: every link and code page travels unencrypted.")
+MAIL_GOES_NOWHERE = _warning(6, "An email channel sends through a backend that delivers no mail (console, locmem, "
+                                "dummy, file).")
+TASKS_RUN_EAGERLY = _warning(7, "CELERY_TASK_ALWAYS_EAGER is on: every send and apply runs inside the web request.")
 
 CHECKS: tuple[Check, ...] = tuple(value for value in list(globals().values()) if isinstance(value, Check))
 """Every check id, in the order above (errors by number, then warnings)."""

@@ -143,3 +143,45 @@ def check_channel_option_warnings(app_configs=None, **kwargs) -> list[CheckMessa
             found += [_message(ids.DEPRECATED_CHANNEL_OPTION, f"CHANNELS[{name!r}] OPTIONS: {problem}")
                       for problem in backend.warn_options(options)]
     return found
+
+
+#: Django mail backends that deliver nothing: fine in development, a silent failure on a real site.
+UNDELIVERING_MAIL_BACKENDS = ("django.core.mail.backends.console.EmailBackend",
+                              "django.core.mail.backends.locmem.EmailBackend",
+                              "django.core.mail.backends.dummy.EmailBackend",
+                              "django.core.mail.backends.filebased.EmailBackend")
+
+
+@register(Tags.security, deploy=True)
+def check_deployment(app_configs=None, **kwargs) -> list[CheckMessage]:
+    """``check --deploy``: what development settings leave that a site people use must not have."""
+    from deferred_confirmation.pipeline.channels.email import EmailChannel
+
+    raw = getattr(settings, "DEFERRED_CONFIRMATION", {})
+    if not isinstance(raw, dict):
+        return []  # SETTINGS_NOT_A_DICT says so
+    found = []
+    site_url = raw.get("SITE_URL")
+    if isinstance(site_url, str) and site_url.lower().startswith("http://"):
+        found.append(_message(ids.SITE_URL_NOT_HTTPS, f"SITE_URL {site_url!r} is not https: the links in mails "
+                              "carry secrets, and the pages they open set session cookies.",
+                              hint="Serve the site over TLS and set SITE_URL to its https:// address."))
+    channels = raw.get("CHANNELS", DEFAULTS["CHANNELS"])
+    for name, conf in (channels.items() if isinstance(channels, dict) else ()):
+        values = channel_values(name, conf) if isinstance(conf, dict) else {}
+        backend, _why = import_object(values.get("BACKEND"))
+        if not (isinstance(backend, type) and issubclass(backend, EmailChannel)):
+            continue
+        options = values.get("OPTIONS") if isinstance(values.get("OPTIONS"), dict) else {}
+        mail_backend = options.get("EMAIL_BACKEND") or getattr(settings, "EMAIL_BACKEND", "")
+        if mail_backend in UNDELIVERING_MAIL_BACKENDS:
+            found.append(_message(ids.MAIL_GOES_NOWHERE, f"CHANNELS[{name!r}] sends through {mail_backend}, which "
+                                  "delivers no mail: nobody receives a link, every change waits until it expires.",
+                                  hint="Set EMAIL_BACKEND (or the channel's OPTIONS) to your SMTP server or "
+                                       "provider (django.core.mail.backends.smtp.EmailBackend, django-anymail)."))
+    if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):
+        found.append(_message(ids.TASKS_RUN_EAGERLY, "CELERY_TASK_ALWAYS_EAGER is on: mails, texts, letters and "
+                              "applies run inside the web request, their retries block it, and nothing is redriven "
+                              "after a crash.", hint="Leave it off outside tests; run a worker "
+                              "(celery -A deferred_confirmation.workers worker).", obj="CELERY_TASK_ALWAYS_EAGER"))
+    return found

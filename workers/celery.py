@@ -21,8 +21,9 @@ if not os.environ.get("DJANGO_SETTINGS_MODULE"):
 
     if not _settings.configured:
         raise ImproperlyConfigured("deferred_confirmation.workers.app reads its configuration from Django settings: "
-                                   "set DJANGO_SETTINGS_MODULE (for the demo: "
-                                   "DJANGO_SETTINGS_MODULE=example.settings).")
+                                   "set DJANGO_SETTINGS_MODULE to your project's settings module, e.g. "
+                                   "DJANGO_SETTINGS_MODULE=mysite.settings celery -A deferred_confirmation.workers "
+                                   "worker.")
 
 # Not set as Celery's current app: it must never displace a project's own app (the library publishes through
 # DEFERRED_CONFIRMATION["CELERY_APP"] explicitly; `celery -A deferred_confirmation.workers` makes it current in its own

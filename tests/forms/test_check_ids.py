@@ -143,9 +143,12 @@ SCENARIOS = [
 def test_every_declared_check_is_reachable_and_every_reported_id_is_declared(settings):
     settings.CACHES = {"default": SHARED_CACHE, "dummy": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
     found: set[str] = set()
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # W007; W005 and W006 (the tests' locmem mail): check --deploy below
     for scenario in [*SCENARIOS, *({"SITE_URL": SITE, k: v} for k, v in BAD.items()),
                      *({"SITE_URL": SITE, "CHANNELS": {"email": {k: v}}} for k, v in BAD_CHANNEL.items())]:
         found |= reported(settings, scenario)
+    settings.DEFERRED_CONFIRMATION = {"SITE_URL": "http://confirm.example.org"}
+    found |= {m.id for m in run_checks(include_deployment_checks=True) if m.id.startswith("confirmation.")}
     declared = {check.id for check in check_ids.CHECKS}
     assert found <= declared
     # W001 depends on the database the tests run on; W004 on Django 6.1 (a mail option it deprecates).

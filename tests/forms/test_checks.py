@@ -167,3 +167,37 @@ def test_a_shared_throttle_cache_is_not_warned_about(settings):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
                        "throttle": SHARED_CACHE}
     assert problems() == []  # only the throttle's cache matters
+
+
+# --- check --deploy -----------------------------------------------------------------------------------------
+def deploy_problems() -> list[str]:
+    return sorted(m.id for m in run_checks(include_deployment_checks=True) if m.id.startswith("confirmation."))
+
+
+def test_deploy_checks_pass_a_production_configuration(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.DEFERRED_CONFIRMATION = {"SITE_URL": SITE}
+    assert deploy_problems() == []
+    assert problems() == []  # and the plain check never reports deployment matters
+
+
+def test_deploy_checks_name_what_development_settings_leave_behind(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    settings.DEFERRED_CONFIRMATION = {"SITE_URL": "http://confirm.example.org"}
+    assert deploy_problems() == ["confirmation.W005", "confirmation.W006", "confirmation.W007"]
+    assert problems() == []
+
+
+def test_an_email_channel_with_its_own_delivering_backend_is_not_warned_about(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"  # the project's tests' default
+    settings.DEFERRED_CONFIRMATION = {"SITE_URL": SITE, "CHANNELS": {
+        "email": {"OPTIONS": {"EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend"}}}}
+    assert deploy_problems() == []
+
+
+def test_manage_py_check_deploy_fails_on_an_http_site_url_at_warning_level(settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.DEFERRED_CONFIRMATION = {"SITE_URL": "http://confirm.example.org"}
+    with pytest.raises(SystemCheckError, match=r"confirmation\.W005"):
+        call_command("check", "--deploy", "--fail-level", "WARNING", "--tag", "security")
