@@ -17,6 +17,7 @@ from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.lifecycle import maintenance
 
 SAMPLE_SIZE = 20  # ids listed by a dry run
 
@@ -44,19 +45,29 @@ class Progress:
 
 
 class SweepCommand(BaseCommand):
-    #: name of the sweep (the log line's ``event``, the JSON's ``sweep``)
+    #: the sweep: a function of :mod:`~deferred_confirmation.pipeline.lifecycle.maintenance` (the log line's
+    #: ``event``, the JSON's ``sweep``)
     sweep = ""
-    #: past tense and conditional, for the report: "expired" / "would expire"
-    done_verb = ""
-    dry_verb = ""
+    #: the maintenance function giving the queryset the sweep itself uses
+    touches = ""
+    #: past tense and conditional, for the report: ("expired", "would expire")
+    verbs = ("", "")
     #: what it touches, for the report
     noun = "actions"
 
-    def candidates(self, now) -> QuerySet:  # the queryset the sweep itself uses
-        raise NotImplementedError
+    @property
+    def done_verb(self) -> str:
+        return self.verbs[0]
+
+    @property
+    def dry_verb(self) -> str:
+        return self.verbs[1]
+
+    def candidates(self, now) -> QuerySet:
+        return getattr(maintenance, self.touches)(now)
 
     def run(self, now, batch_size: int | None, progress: Callable[[int], None] | None) -> int:
-        raise NotImplementedError
+        return getattr(maintenance, self.sweep)(now=now, batch_size=batch_size, progress=progress)
 
     def more(self, now) -> dict[str, Any]:
         """More for the report, counted before the run (e.g. purge's orphaned payouts)."""

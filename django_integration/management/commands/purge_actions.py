@@ -11,14 +11,8 @@ from deferred_confirmation.pipeline.lifecycle import maintenance
 class Command(SweepCommand):
     help = "Delete finished actions older than RETENTION, with their deliveries (--dry-run: only count them)."
     sweep = "purge"
-    done_verb = "purged"
-    dry_verb = "would purge"
-
-    def candidates(self, now):
-        return maintenance.purgeable_actions(now)
-
-    def run(self, now, batch_size, progress):
-        return maintenance.purge(now=now, batch_size=batch_size, progress=progress)
+    touches = "purgeable_actions"
+    verbs = ("purged", "would purge")
 
     def more(self, now):
         return {"orphaned_payouts": maintenance.orphaned_payouts(now).count()}

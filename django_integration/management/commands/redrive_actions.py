@@ -5,17 +5,10 @@ them and enqueues nothing."""
 from __future__ import annotations
 
 from deferred_confirmation.django_integration.management.commands._sweep import SweepCommand
-from deferred_confirmation.pipeline.lifecycle import maintenance
 
 
 class Command(SweepCommand):
     help = "Queue again actions stuck in pending/confirmed longer than REDRIVE_AFTER (--dry-run: only count them)."
     sweep = "redrive"
-    done_verb = "redrove"
-    dry_verb = "would redrive"
-
-    def candidates(self, now):
-        return maintenance.stuck_actions(now)
-
-    def run(self, now, batch_size, progress):
-        return maintenance.redrive(now=now, batch_size=batch_size, progress=progress)
+    touches = "stuck_actions"
+    verbs = ("redrove", "would redrive")
