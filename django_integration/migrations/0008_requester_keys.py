@@ -1,6 +1,7 @@
-"""Who asked for a send, as a keyed hash: each requester (the signed-in user, else the client address) has their
-own allowance of a recipient's SEND_LIMIT, and an action's resends and redrives count where its save did.  Rows
-written before count as one unknown requester's.  The deadline's help text says it is always set now."""
+"""Who asked for a send, as a keyed hash: each requester (the client address, else the user) has their own
+allowance of a recipient's SEND_LIMIT, and an action's resends and redrives count where its save did; rows written
+before count as one unknown requester's.  The language a change was saved in: the worker renders its mail, SMS and
+letter in it.  The deadline's help text says it is always set now."""
 
 from django.db import migrations, models
 
@@ -16,6 +17,11 @@ class Migration(migrations.Migration):
             model_name="deferredaction",
             name="requester_key",
             field=models.CharField(blank=True, default="", max_length=64),
+        ),
+        migrations.AddField(
+            model_name="deferredaction",
+            name="language",
+            field=models.CharField(blank=True, default="", max_length=35),
         ),
         migrations.AddField(
             model_name="sendrecord",
