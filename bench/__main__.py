@@ -1,5 +1,7 @@
 """``python -m bench [name ...] [--render-only]``: run the benchmarks, each in its own process, then write
-docs/benchmarks.md (a table of every ratio, each benchmark's method and findings) and docs/benchmarks.png."""
+docs/_generated/benchmark-results.md (the table of every figure, which the manual's benchmarks page includes),
+docs/benchmarks.png (the plot it shows) and bench/REPORT.md (the full report: each benchmark's method and the
+measurement notes of bench/notes/, kept with the code and not published)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from bench.report import NOTES, RESULTS, ROOT
 
 #: In the order of the issue's targets.
 BENCHMARKS = ["request_path", "throughput", "table_size", "expiry", "cost"]
-DOC = ROOT / "docs" / "benchmarks.md"
+TABLE = ROOT / "docs" / "_generated" / "benchmark-results.md"
+REPORT = ROOT / "bench" / "REPORT.md"
 PLOT = ROOT / "docs" / "benchmarks.png"
 
 
@@ -101,16 +104,38 @@ def plot(results: list[dict]) -> bool:
     return True
 
 
-def render(results: list[dict]) -> None:
+def _previous_run_line() -> str | None:
+    """The "Last run:" line of the table written before, so re-rendering keeps when the figures were taken."""
+    if TABLE.exists():
+        for line in TABLE.read_text().splitlines():
+            if line.startswith("Last run:"):
+                return line
+    return None
+
+
+def render(results: list[dict], ran: bool = True) -> None:
+    """Write the table, the report and the plot; ``ran``: the benchmarks ran now (else the results are older)."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    run = f"Last run: {stamp}, {platform.node()}, Python {platform.python_version()}, {os.cpu_count()} cores."
+    if not ran:
+        run = _previous_run_line() or "Rendered from bench/results/ on " + stamp + "."
+    TABLE.parent.mkdir(parents=True, exist_ok=True)
+    TABLE.write_text("\n".join([
+        "<!-- Written by `make bench` (python -m bench); do not edit by hand. -->",
+        "",
+        run,
+        "",
+        table(results),
+        "",
+    ]))
     parts = [
-        "# Benchmarks",
+        "# Benchmark report",
         "",
         "Written by `make bench` (`python -m bench`); do not edit by hand: edit `bench/notes/<name>.md` or the "
-        "benchmark. Every ratio is of two figures measured side by side in the same run, on the machine's "
-        "PostgreSQL and Redis, because absolute times on a shared 2-core machine drift.",
+        "benchmark. The manual's summary for users is docs/benchmarks.md. Every ratio is of two figures measured "
+        "side by side in the same run, on the machine's PostgreSQL and Redis.",
         "",
-        f"Last run: {stamp}, {platform.node()}, Python {platform.python_version()}, {os.cpu_count()} cores.",
+        run,
         "",
         "## Results",
         "",
@@ -118,20 +143,22 @@ def render(results: list[dict]) -> None:
         "",
     ]
     if plot(results):
-        parts += ["![benchmarks](benchmarks.png)", ""]
+        parts += ["![benchmarks](../docs/benchmarks.png)", ""]
     for result in results:
         parts += [f"## {result['order']}. {result['title']}", "", result["notes"].strip(), ""]
         notes = NOTES / f"{result['name']}.md"
         if notes.exists():
             parts += [notes.read_text().strip(), ""]
-    DOC.write_text("\n".join(parts))
-    print(f"wrote {DOC.relative_to(ROOT)}" + (f" and {PLOT.relative_to(ROOT)}" if PLOT.exists() else ""))
+    REPORT.write_text("\n".join(parts))
+    written = [TABLE, REPORT] + ([PLOT] if PLOT.exists() else [])
+    print("wrote " + ", ".join(str(path.relative_to(ROOT)) for path in written))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("names", nargs="*", help=f"only these of {', '.join(BENCHMARKS)} (default: all)")
-    parser.add_argument("--render-only", action="store_true", help="rewrite the docs from bench/results/")
+    parser.add_argument("--render-only", action="store_true",
+                        help="rewrite the table, the plot and the report from bench/results/")
     args = parser.parse_args()
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
@@ -141,7 +168,7 @@ def main() -> int:
         for name in args.names or BENCHMARKS:
             if not run(name):
                 failed.append(name)
-    render(load())
+    render(load(), ran=not args.render_only)
     if failed:
         print("failed:", ", ".join(failed), file=sys.stderr)
     return 1 if failed else 0

@@ -14,7 +14,7 @@ A result is a JSON file ``bench/results/<name>.json``::
 
 ``ratio`` is ours / baseline (lower is better unless the target says ``>=``); ``ok`` is whether the target
 holds, or null for rows without one.  Hand-written findings (profiles, before/after of optimisations) live
-in ``bench/notes/<name>.md`` and are copied into docs/benchmarks.md under the benchmark's own section.
+in ``bench/notes/<name>.md`` and are copied into bench/REPORT.md under the benchmark's own section.
 """
 
 from __future__ import annotations

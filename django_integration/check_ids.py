@@ -75,6 +75,8 @@ SQLITE_NOT_IMMEDIATE = _warning(1, "SQLite without transaction_mode IMMEDIATE: a
 THROTTLE_CACHE_NOT_SHARED = _warning(2, "THROTTLE_CACHE is per process, stores nothing, or cannot increment "
                                         "atomically, so failed attempts are miscounted.")
 LEGACY_PATH = _warning(3, "A setting names the library's old top-level package; it still loads, with a warning.")
+DEPRECATED_CHANNEL_OPTION = _warning(4, "A channel option works on the running Django but Django deprecates it (the "
+                                        "email channel's EMAIL_BACKEND on Django 6.1 without MAILERS).")
 
 CHECKS: tuple[Check, ...] = tuple(value for value in list(globals().values()) if isinstance(value, Check))
 """Every check id, in the order above (errors by number, then warnings)."""

@@ -126,3 +126,20 @@ def check_legacy_paths(app_configs=None, **kwargs) -> list[CheckMessage]:
     return [_message(ids.LEGACY_PATH, f"{where} {path!r} names the library's old top-level package.",
                      hint=f"Use {current_path(path)!r}: the library installs under deferred_confirmation.")
             for where, path in named.items() if isinstance(path, str) and current_path(path) != path]
+
+
+@register(Tags.compatibility)
+def check_channel_option_warnings(app_configs=None, **kwargs) -> list[CheckMessage]:
+    """OPTIONS that still work but are deprecated, as each channel backend's ``warn_options`` says (the email
+    channel's EMAIL_BACKEND on Django 6.1 without MAILERS); ones that cannot work are BAD_BACKEND_OPTIONS."""
+    raw = getattr(settings, "DEFERRED_CONFIRMATION", {})
+    channels = raw.get("CHANNELS", DEFAULTS["CHANNELS"]) if isinstance(raw, dict) else None
+    found = []
+    for name, conf in (channels.items() if isinstance(channels, dict) else ()):
+        values = channel_values(name, conf) if isinstance(conf, dict) else {}
+        backend, why = import_object(values.get("BACKEND"))
+        options = values.get("OPTIONS", {})
+        if not why and isinstance(options, dict) and hasattr(backend, "warn_options"):
+            found += [_message(ids.DEPRECATED_CHANNEL_OPTION, f"CHANNELS[{name!r}] OPTIONS: {problem}")
+                      for problem in backend.warn_options(options)]
+    return found

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest
+from django.utils.decorators import method_decorator
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from deferred_confirmation.django_integration import ownership
 from deferred_confirmation.django_integration.clients import client_address, signed_in_user
@@ -77,6 +79,7 @@ class DeferredForm(forms.ModelForm):
         if not self.confirming and not self._errors:
             self._check_send_limits()
 
+    @method_decorator(sensitive_variables())
     def _check_send_limits(self) -> None:
         """Too many secrets sent to this recipient lately: a form error now, not a failure in save()."""
         try:
@@ -134,14 +137,15 @@ class DeferredForm(forms.ModelForm):
         if any(self.files.getlist(k) if hasattr(self.files, "getlist") else self.files[k] for k in self.files):
             raise ValueError(f"{type(self).__name__}: file uploads cannot be deferred; save the file first and "
                              "submit a reference to it.")
-        client = None
+        client = asker = None
         request = request if request is not None else self.request
         if request is not None:
-            user = user if user is not None else signed_in_user(request)
-            client = client_address(request)
+            # The limits are those of who asks, even when the action is saved for someone else (user=...).
+            asker, client = signed_in_user(request), client_address(request)
+            user = user if user is not None else asker
         try:
             action = stage(self, user=user, description=description, valid_until=valid_until, channels=channels,
-                           client=client)
+                           client=client, asker=asker)
         except limits.SendLimitExceeded as exc:
             self._refuse(exc.refusal)
             raise

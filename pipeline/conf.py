@@ -114,7 +114,8 @@ SETTINGS: tuple[Setting, ...] = (
             "How often the status page reloads itself while the change is in flight.", "int"),
     Setting("FAILED_ATTEMPTS_LIMIT", 20, v.positive_int(), ids.NOT_A_POSITIVE_INT,
             "Failed confirmation attempts (wrong code, unknown link, wrong amounts) allowed per client and per "
-            "user, across all actions, in FAILED_ATTEMPTS_WINDOW; past it every attempt gets 429.", "int"),
+            "user, across all actions, in FAILED_ATTEMPTS_WINDOW; past it every code, amounts or wrong link gets 429 "
+            "(a right link never does: it cannot be guessed).", "int"),
     Setting("FAILED_ATTEMPTS_WINDOW", timedelta(minutes=15), v.duration(), ids.BAD_DURATION,
             "The window FAILED_ATTEMPTS_LIMIT counts in.", "timedelta"),
     Setting("THROTTLE_CACHE", "default", v.cache_alias, ids.UNKNOWN_THROTTLE_CACHE,

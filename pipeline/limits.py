@@ -6,11 +6,14 @@ Threats answered:
   and paid letters or payouts triggered in a loop: counted per channel and recipient across all actions,
   like Twilio Verify's per-recipient limits.
 - A stranger using up someone else's allowance (entering a victim's address or bank account again and again
-  so that the victim's own change is refused for days): each requester (signed-in user, else client address)
-  has their own SEND_LIMIT for a recipient, and all requesters together ALL_REQUESTERS_FACTOR times that.
+  so that the victim's own change is refused for days): each requester (the client address; the user for a
+  save outside a request) has their own SEND_LIMIT for a recipient, and all requesters together
+  ALL_REQUESTERS_FACTOR times that.
 - The same from one client to many recipients (a list of premium numbers, a list of inboxes): counted per
   client address (:mod:`deferred_confirmation.django_integration.clients`) and per signed-in user, SEND_LIMIT_PER_CLIENT
   per SEND_WINDOW_PER_CLIENT, one per recipient sent to, at save() and at resend.
+- A recipient (a bank account, an address) in clear in an error report: the functions that hold one are
+  ``sensitive_variables``, so Django's reports (and reporters that use its filter) show stars for their locals.
 - A rotated SECRET_KEY resetting every limit: recipients, clients and users are stored only as keyed hashes
   (no personal data in these rows), and a send recorded under a key in SECRET_KEY_FALLBACKS still counts.
 """
@@ -27,9 +30,10 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from django.views.decorators.debug import sensitive_variables
 
 from deferred_confirmation.django_integration.models import SendRecord
-from deferred_confirmation.pipeline.conf import app_settings
+from deferred_confirmation.pipeline.conf import CHANNEL_DEFAULTS, app_settings
 
 #: SendRecord.channel of the rows counted per sender rather than per recipient (no channel name starts with "@").
 CLIENT_SCOPE, USER_SCOPE = "@client", "@user"
@@ -63,6 +67,7 @@ def _keys(salt: str, value: str, *, current_only: bool = False) -> list[str]:
     return [salted_hmac(salt, value, secret=secret, algorithm="sha256").hexdigest() for secret in secrets]
 
 
+@sensitive_variables()
 def _identity(channel: str, recipient: str) -> str:
     from deferred_confirmation.pipeline.channels import configured_channel
 
@@ -70,19 +75,22 @@ def _identity(channel: str, recipient: str) -> str:
     return f"{channel}:{backend.limit_identity(recipient) if backend is not None else recipient}"
 
 
-#: A recipient's SEND_LIMIT is counted per requester (the signed-in user, else the client address), so a stranger
-#: who keeps entering someone else's address or account uses up only their own allowance, never the owner's.
+#: A recipient's SEND_LIMIT is counted per requester (the client address, see :func:`requester_keys`), so a
+#: stranger who keeps entering someone else's address or account uses up only their own allowance, never the
+#: owner's.
 #: Whoever asks, a recipient is sent at most this many times SEND_LIMIT per SEND_WINDOW: many strangers
 #: together still cannot bomb one inbox or phone.
 ALL_REQUESTERS_FACTOR = 3
 
 
+@sensitive_variables()
 def recipient_key(channel: str, recipient: str) -> str:
     """Keyed hash of what identifies the recipient for ``channel`` (an address without the addressee's name, an
     account without the holder's), so spelling a name differently does not start a fresh allowance."""
     return _keys("deferred_confirmation.recipient", _identity(channel, recipient), current_only=True)[0]
 
 
+@sensitive_variables()
 def recipient_keys(channel: str, recipient: str) -> list[str]:
     """:func:`recipient_key` under the current SECRET_KEY and under each fallback: sends recorded before a
     key rotation still count."""
@@ -106,17 +114,18 @@ def sender_keys(scope: str, identity: str) -> list[str]:
 
 
 def requester_keys(client: str | None, user: Any = None) -> list[str]:
-    """Keyed hashes of whose allowance of a recipient's SEND_LIMIT a send is counted in: the signed-in user,
-    else the client address (current SECRET_KEY first); ``[""]`` when neither is known (a save or a sweep
-    outside a request: those share one allowance per recipient)."""
+    """Keyed hashes of whose allowance of a recipient's SEND_LIMIT a send is counted in (current SECRET_KEY
+    first): the client address when there is one, so signing in with more accounts from the same place adds no
+    allowance; else the user (a save outside a request on someone's behalf); ``[""]`` when neither is known
+    (saves outside a request share one allowance per recipient)."""
     found = dict(senders(client, user))
-    if USER_SCOPE in found:
-        return sender_keys(USER_SCOPE, found[USER_SCOPE])
-    if CLIENT_SCOPE in found:
-        return sender_keys(CLIENT_SCOPE, found[CLIENT_SCOPE])
+    for scope in (CLIENT_SCOPE, USER_SCOPE):
+        if scope in found:
+            return sender_keys(scope, found[scope])
     return [""]
 
 
+@sensitive_variables()
 def reserve_send(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None,
                  requester: Sequence[str] = ("",)) -> SendRefusal | None:
     """Check the limits and, if one more send is allowed, count it, as one step per recipient.
@@ -131,6 +140,7 @@ def reserve_send(channel: str, recipient: str, *, resend: bool = False, now: dat
     return refusal
 
 
+@sensitive_variables()
 def reserve_sends(recipients: Iterable[tuple[str, str]], *, client: str | None = None, user: Any = None,
                   requester: Sequence[str] | None = None, resend: bool = False, now: datetime | None = None
                   ) -> tuple[str, SendRefusal] | None:
@@ -180,12 +190,14 @@ def check_sender(scope: str, identity: str, sends: int = 1, *, now: datetime | N
     return SendRefusal("limit", _seconds(recent[max(0, limit - sends)] + window - now), scope=scope)
 
 
+@sensitive_variables()
 def lock_order(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """(channel, recipient) pairs in the order their locks are taken: the same in every transaction (by key),
     so two saves or resends for the same two recipients, routed in different orders, cannot deadlock."""
     return sorted(pairs, key=lambda pair: recipient_key(*pair))
 
 
+@sensitive_variables()
 def check_send_locked(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None,
                       requester: Sequence[str] = ("",)) -> SendRefusal | None:
     """:func:`check_send`, with the recipient serialised until the transaction ends: the first half of
@@ -201,6 +213,7 @@ def _lock(key: str) -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(key[:15], 16)])
 
 
+@sensitive_variables()
 def record_send(channel: str, recipient: str, *, now: datetime | None = None, requester: Sequence[str] = ("",)
                 ) -> None:
     """Count one send to ``recipient`` in ``requester``'s allowance (its keys, current first; after
@@ -209,6 +222,7 @@ def record_send(channel: str, recipient: str, *, now: datetime | None = None, re
                               sender_key=requester[0], created_at=now or timezone.now())
 
 
+@sensitive_variables()
 def check_send(channel: str, recipient: str, *, resend: bool = False, now: datetime | None = None,
                requester: Sequence[str] = ("",)) -> SendRefusal | None:
     """Why one more secret may not be sent to ``recipient`` in ``requester``'s allowance now (None: it may):
@@ -236,10 +250,11 @@ def check_send(channel: str, recipient: str, *, resend: bool = False, now: datet
 
 
 def longest_window() -> timedelta:
-    """How far back any limit or cooldown looks: every channel's SEND_WINDOW and RESEND_COOLDOWN and the
+    """How far back any limit or cooldown looks: every channel's SEND_WINDOW and RESEND_COOLDOWN (the built-in
+    channels' defaults too, so taking a channel out of settings for a while does not reset its limits) and the
     clients' SEND_WINDOW_PER_CLIENT."""
     spans = [app_settings.SEND_WINDOW_PER_CLIENT or timedelta(0)]
-    for conf in app_settings.CHANNELS.values():
+    for conf in [*app_settings.CHANNELS.values(), *CHANNEL_DEFAULTS.values()]:
         spans += [conf.get("SEND_WINDOW") or timedelta(0), conf.get("RESEND_COOLDOWN") or timedelta(0)]
     return max(spans)
 

@@ -230,7 +230,9 @@ def backend(builtins: Mapping[str, Mapping[str, Any]]) -> Validator:
             return [field.problem(f"{path!r} cannot be imported: {why}",
                                   "Is the channel's extra installed (pip install deferred-confirmation[sms])?")]
         options = field.values.get("OPTIONS", {})
-        if hasattr(found, "check_options") and isinstance(options, dict):
+        from deferred_confirmation.pipeline.channels.base import BaseChannel  # here: channels import the settings
+
+        if isinstance(found, type) and issubclass(found, BaseChannel) and isinstance(options, dict):
             # The backend's own OPTIONS (credentials, code length, payout backend...), checked at start-up
             # rather than discovered by the first send.
             return [Problem(ids.BAD_BACKEND_OPTIONS.id, f"{field.channel_label} OPTIONS: {problem}")

@@ -5,6 +5,8 @@ Area-specific fixtures live in each area's own conftest.py (tests/forms, tests/w
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 
 import pytest
@@ -20,6 +22,10 @@ LINK_RE = re.compile(r"/confirm/([A-Za-z0-9_-]{43})/")
 def link_token(message: mail.EmailMessage | str) -> str:
     """The raw token in a confirmation mail (text body or the whole message as a string)."""
     text = message if isinstance(message, str) else message.body
+    if isinstance(message, str) and message.startswith(("MIME-Version:", "Content-Type:")):
+        # A whole message as a server received it: Django 6 may send the body quoted-printable, so decode it.
+        parsed = email.message_from_string(message, policy=email.policy.default)
+        text = parsed.get_body(("plain",)).get_content()
     found = LINK_RE.search(text)
     assert found, f"no confirmation link in: {text[:500]}"
     return found.group(1)

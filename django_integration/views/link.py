@@ -1,5 +1,6 @@
 """The emailed link: GET shows a Confirm button (mail scanners follow links, so GET never confirms);
-POST confirms, then redirects to the status page."""
+POST confirms, then redirects to the status page.  A wrong link POSTed counts against the client's failure
+throttle; the right one always works."""
 
 from __future__ import annotations
 
@@ -22,11 +23,14 @@ def link(request: HttpRequest, token: str) -> HttpResponse:
         if not result.ok:
             return refused(request, result)
         return render(request, "confirmation/link.html", {"action": result.action})
-    if not throttle.reserve(request):
-        return throttled(request)
     result = confirm(token, saved_here=ownership.saved_ids(request))
-    settle_attempt(request, result)
     if not result.ok:
+        # A wrong link counts against the client; a right one is never refused.  Link tokens cannot be guessed
+        # (256 bits), so throttling them first would only let someone behind the same address (an office, a
+        # carrier's NAT) block everyone else's real links.
+        if not throttle.reserve(request):
+            return throttled(request)
+        settle_attempt(request, result)
         return refused(request, result)
     ownership.remember_confirmed(request, result.action)  # whoever confirmed may follow it on the status page
     return redirect("confirmation:status", action_id=result.action.pk)

@@ -31,6 +31,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_variables
+
 from deferred_confirmation.pipeline import tokens
 from deferred_confirmation.pipeline.exceptions import (
     ChannelConfigurationError,
@@ -38,7 +41,7 @@ from deferred_confirmation.pipeline.exceptions import (
     PermanentChannelError,
     TransientChannelError,
 )
-from deferred_confirmation.pipeline.redaction import parse_structured
+from deferred_confirmation.pipeline.redaction import parse_structured, recipient_values, redact_contacts
 from deferred_confirmation.pipeline.siteurl import site_url
 
 if TYPE_CHECKING:
@@ -52,6 +55,8 @@ __all__ = [
     "ChannelError",
     "PermanentChannelError",
     "TransientChannelError",
+    "recipient_values",  # the masking helpers' former home: pipeline.redaction
+    "redact_contacts",
 ]
 
 #: The kinds of secret a channel may send, and how each comes back:
@@ -148,6 +153,7 @@ class BaseChannel:
         :class:`TransientChannelError` or :class:`PermanentChannelError`, never the provider's own exceptions."""
         raise self._not_implemented("send")
 
+    @method_decorator(sensitive_variables())
     def limit_identity(self, recipient: str) -> str:
         """What send limits count by: the recipient, or for a structured one (an address, an account) its
         values without the name of the person, case and spacing folded."""

@@ -19,6 +19,7 @@ from django.urls import reverse
 from deferred_confirmation.pipeline.channels import mailconn
 from deferred_confirmation.pipeline.channels.base import (
     BaseChannel,
+    ChannelConfigurationError,
     PermanentChannelError,
     TransientChannelError,
 )
@@ -42,16 +43,36 @@ def confirm_link(token: str) -> str:
 
 
 class EmailChannel(BaseChannel):
-    """OPTIONS: ``EMAIL_BACKEND`` (default: settings.EMAIL_BACKEND), ``FROM_EMAIL``, ``KEEP_ALIVE`` (seconds an
-    idle connection to the mail server is kept for the next send, default 30; 0 opens one per mail)."""
+    """OPTIONS: ``MAILER`` (Django 6.1+ with settings.MAILERS: the entry to send with, default "default"),
+    ``EMAIL_BACKEND`` (without MAILERS: a backend's dotted path, default the project's mail backend),
+    ``FROM_EMAIL``, ``KEEP_ALIVE`` (seconds an idle connection to the mail server is kept for the next send,
+    default 30; 0 opens one per mail)."""
 
     secret_kind = "link"
+
+    def limit_identity(self, recipient: str) -> str:
+        """The mailbox, whatever its spelling: case folded and a ``+tag`` dropped (``victim+1@``, ``victim+2@``
+        ... reach one inbox, so they share its send limits)."""
+        local, at, domain = super().limit_identity(recipient).rpartition("@")
+        return f"{local.split('+', 1)[0]}{at}{domain}" if at else domain
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[str]:
         """Problems with OPTIONS, for a system check (empty when fine)."""
+        problems = []
         if not _is_seconds(options.get("KEEP_ALIVE", mailconn.DEFAULT_KEEP_ALIVE)):
-            return ["OPTIONS['KEEP_ALIVE'] must be a number of seconds, 0 or more."]
+            problems.append("OPTIONS['KEEP_ALIVE'] must be a number of seconds, 0 or more.")
+        # An option the running Django's mail settings cannot honour would fail every send.
+        mailer = mailconn.mailer_problem(options.get("MAILER"), options.get("EMAIL_BACKEND"))
+        return [*problems, mailer] if mailer else problems
+
+    @classmethod
+    def warn_options(cls, options: dict[str, Any]) -> list[str]:
+        """OPTIONS that work but are deprecated, for a system check warning (empty when none)."""
+        if mailconn.mailers is not None and options.get("EMAIL_BACKEND") is not None and not mailconn.has_mailers():
+            return ["OPTIONS['EMAIL_BACKEND'] picks a mail backend by path, which Django 6.1 deprecates with the "
+                    "EMAIL_* settings: move the mail settings to settings.MAILERS and name the entry in "
+                    "OPTIONS['MAILER']."]
         return []
 
     def send(self, *, delivery: Delivery, action: DeferredAction, secret: str) -> str:
@@ -71,8 +92,11 @@ class EmailChannel(BaseChannel):
         if not _is_seconds(keep_alive):  # the system check reports it; a worker does not run the checks
             keep_alive = mailconn.DEFAULT_KEEP_ALIVE
         try:
-            with mailconn.kept_open(self.options.get("EMAIL_BACKEND"), keep_alive) as connection:
+            with mailconn.kept_open(self.options.get("EMAIL_BACKEND"), keep_alive,
+                                    mailer=self.options.get("MAILER")) as connection:
                 connection.send_messages([message])
+        except mailconn.MailerUnavailable as exc:  # the system check reports it at start-up; a worker does not run it
+            raise ChannelConfigurationError(f"CHANNELS[{self.name!r}] {exc}") from exc
         except smtplib.SMTPRecipientsRefused as exc:
             if all(400 <= code < 500 for code, _msg in exc.recipients.values()):  # greylisting, mailbox busy
                 raise TransientChannelError(_smtp_reason(exc), code="recipient-deferred") from exc

@@ -46,6 +46,7 @@ from deferred_confirmation.pipeline.channels.base import (
     PermanentChannelError,
     TransientChannelError,
 )
+from deferred_confirmation.pipeline.redaction import parse_structured
 from deferred_confirmation.pipeline.siteurl import absolute_url
 
 if TYPE_CHECKING:
@@ -78,11 +79,8 @@ def code_url(action: DeferredAction) -> str:
 
 def recipient_address(delivery: Delivery) -> dict[str, str]:
     """The postal address stored on the delivery (JSON, written by DeferredForm.save)."""
-    try:
-        address = json.loads(delivery.recipient_value)
-    except (TypeError, ValueError):
-        address = None
-    if not isinstance(address, dict) or not address.get("line1") or not address.get("country"):
+    address = parse_structured(delivery.recipient_value)
+    if address is None or not address.get("line1") or not address.get("country"):
         raise PermanentChannelError("the recipient is not a postal address (a dict with line1, city, postal_code "
                                     "and country is expected)", code="not-an-address")
     return {key: str(value or "") for key, value in address.items()}

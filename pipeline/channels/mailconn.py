@@ -20,6 +20,14 @@ Why the safeguards:
   else holds them;
 * backends with nothing to keep (console, file, locmem, dummy) get a new instance per mail, as before: the
   file backend writes one file per instance.
+
+Which backend: the way the running Django chooses one.  Django 6.1 replaced ``EMAIL_BACKEND`` and
+``get_connection()`` with the ``MAILERS`` setting and ``django.core.mail.mailers``; where a project sets
+``MAILERS``, a connection is ``mailers[alias]`` (the email channel's ``OPTIONS["MAILER"]``, else "default") and a
+backend named by its dotted path cannot be had at all.  Where it does not (any Django before 6.1, or 6.1 still on
+the ``EMAIL_*`` settings), a backend path (the channel's ``OPTIONS["EMAIL_BACKEND"]``) or else the project's
+default mail backend, which Django 6.1 makes from its ``EMAIL_*`` settings as ``mailers.default``; nothing here
+reads a deprecated setting or calls a deprecated function on its own.
 """
 
 from __future__ import annotations
@@ -33,9 +41,15 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from django.core.mail import get_connection
+from django.conf import settings
 from django.core.mail.backends import console, dummy, locmem
 from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+try:  # Django 6.1+
+    from django.core.mail import mailers
+except ImportError:  # Django 5.2 and 6.0: EMAIL_BACKEND
+    mailers = None
 
 #: Seconds a connection may sit idle and still be reused (the email channel's OPTIONS["KEEP_ALIVE"]).
 DEFAULT_KEEP_ALIVE = 30.0
@@ -53,19 +67,72 @@ _idle: weakref.WeakSet = weakref.WeakSet()  # kept connections not in use, for c
 class _Kept(threading.local):
     def __init__(self) -> None:
         self.generation = _generation
-        self.by_backend: dict[str | None, tuple[Any, float]] = {}
+        self.by_backend: dict[tuple[str | None, str | None], tuple[Any, float]] = {}
 
 
 _local = _Kept()
 
 
+class MailerUnavailable(LookupError):
+    """The mail option names a mailer or a backend path that the running Django's mail settings cannot give."""
+
+
+def has_mailers() -> bool:
+    """True where the running Django has ``MAILERS`` (6.1+) and the project sets it."""
+    return mailers is not None and hasattr(settings, "MAILERS")
+
+
+def mailer_problem(mailer: object = None, backend: object = None) -> str | None:
+    """Why the email channel's ``OPTIONS["MAILER"]`` / ``OPTIONS["EMAIL_BACKEND"]`` cannot work on the running
+    Django with the project's mail settings, or None when they can."""
+    if mailer is not None and backend is not None:
+        return "set OPTIONS['MAILER'] or OPTIONS['EMAIL_BACKEND'], not both."
+    if mailer is not None and not (isinstance(mailer, str) and mailer):
+        return "OPTIONS['MAILER'] must be the name of an entry in settings.MAILERS."
+    if backend is not None and not (isinstance(backend, str) and backend):
+        return "OPTIONS['EMAIL_BACKEND'] must be the dotted path of a mail backend."
+    if has_mailers():
+        if backend is not None:
+            return (f"OPTIONS['EMAIL_BACKEND'] {backend!r} cannot be used with settings.MAILERS (Django 6.1+ has "
+                    "no backend by path once MAILERS is set): name an entry of MAILERS in OPTIONS['MAILER'].")
+        alias = mailer or "default"
+        if alias not in settings.MAILERS:
+            where = f"OPTIONS['MAILER'] {mailer!r}" if mailer else "The default mailer 'default'"
+            return f"{where} is not in settings.MAILERS (entries: {', '.join(map(repr, settings.MAILERS)) or 'none'})."
+        return None
+    if mailer is not None:
+        if mailers is None:
+            return "OPTIONS['MAILER'] needs Django 6.1 or newer (settings.MAILERS); use OPTIONS['EMAIL_BACKEND']."
+        return "OPTIONS['MAILER'] names an entry of settings.MAILERS, which is not set."
+    return None
+
+
+def new_connection(mailer: str | None = None, backend: str | None = None) -> Any:
+    """A new, unopened connection: ``mailers[mailer or "default"]`` where the project sets MAILERS (Django 6.1+);
+    otherwise an instance of ``backend`` (a dotted path) or of the project's default mail backend."""
+    problem = mailer_problem(mailer, backend)
+    if problem:
+        raise MailerUnavailable(problem)
+    if has_mailers():
+        return mailers[mailer or "default"]
+    if backend is None:
+        # Django 6.1 without MAILERS makes its default from the EMAIL_* settings; reading EMAIL_BACKEND
+        # ourselves would be a deprecated use of that setting.  Before 6.1, EMAIL_BACKEND is the default.
+        return mailers.default if mailers is not None else import_string(settings.EMAIL_BACKEND)()
+    # What get_connection(backend) does.  On Django 6.1 this option is itself deprecated (a backend made by
+    # path rather than a MAILERS entry): Django's own warning says so, and confirmation.W004 at start-up.
+    return import_string(backend)()
+
+
 @contextlib.contextmanager
-def kept_open(backend: str | None, keep_alive: float = DEFAULT_KEEP_ALIVE) -> Iterator[Any]:
-    """An open connection of ``backend`` (a dotted path, None for ``settings.EMAIL_BACKEND``) for one send.
+def kept_open(backend: str | None = None, keep_alive: float = DEFAULT_KEEP_ALIVE, *,
+              mailer: str | None = None) -> Iterator[Any]:
+    """An open connection for one send: of the MAILERS entry ``mailer``, or of ``backend`` (a dotted path),
+    or of the project's default mail backend (both None); see :func:`new_connection`.
 
     Kept for the next send when the block ends normally; closed when it raises.  ``keep_alive`` 0 opens and
     closes a connection per send (Django's own behaviour)."""
-    connection, generation = _take(backend, keep_alive)
+    connection, generation = _take((mailer, backend), keep_alive)
     keep = keep_alive > 0 and not isinstance(connection, NOTHING_TO_KEEP)
     try:
         if keep:
@@ -76,20 +143,20 @@ def kept_open(backend: str | None, keep_alive: float = DEFAULT_KEEP_ALIVE) -> It
         raise
     with _lock:
         if keep and generation == _generation:
-            _local.by_backend[backend] = (connection, time.monotonic())
+            _local.by_backend[(mailer, backend)] = (connection, time.monotonic())
             _idle.add(connection)
             return
     _close(connection)  # not to be kept, or settings changed while it was in use
 
 
-def _take(backend: str | None, keep_alive: float) -> tuple[Any, int]:
+def _take(key: tuple[str | None, str | None], keep_alive: float) -> tuple[Any, int]:
     """A kept connection that still works, or a new one; and the settings' generation it belongs to."""
     with _lock:
         if _local.generation != _generation:  # settings changed: close_all() closed the idle ones
             _local.by_backend = {}
             _local.generation = _generation
         generation = _generation
-        entry = _local.by_backend.pop(backend, None)
+        entry = _local.by_backend.pop(key, None)
         if entry is not None:
             _idle.discard(entry[0])
     if entry is not None:
@@ -97,7 +164,7 @@ def _take(backend: str | None, keep_alive: float) -> tuple[Any, int]:
         if time.monotonic() - last_used <= keep_alive and _answers(connection):
             return connection, generation
         _close(connection)
-    return get_connection(backend), generation
+    return new_connection(*key), generation
 
 
 def _answers(connection: Any) -> bool:

@@ -27,7 +27,6 @@ DeprecationWarning: the payout backend, not the channel, decides whether a ledge
 
 from __future__ import annotations
 
-import json
 import secrets
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from deferred_confirmation.pipeline.amounts import canonical, parse_pair
 from deferred_confirmation.pipeline.channels.base import BaseChannel, PermanentChannelError
 from deferred_confirmation.pipeline.payouts.base import PayoutBackend, load_backend
+from deferred_confirmation.pipeline.redaction import parse_structured
 
 if TYPE_CHECKING:
     from deferred_confirmation.django_integration.models import DeferredAction, Delivery
@@ -54,11 +54,8 @@ def random_pair() -> tuple[int, int]:
 
 def bank_account(recipient: str) -> dict:
     """The account dict stored (as JSON) on the delivery."""
-    try:
-        account = json.loads(recipient)
-    except (TypeError, ValueError):
-        account = None
-    if not isinstance(account, dict) or not account:
+    account = parse_structured(recipient)
+    if not account:
         raise PermanentChannelError("the micro-deposit recipient is not a bank account: get_recipient('"
                                     "microdeposit') must return a dict of account details", code="no-account")
     return account

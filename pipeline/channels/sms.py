@@ -199,6 +199,12 @@ class TwilioSMSChannel(BaseChannel):
         return Client(sid, self.auth_token, account_sid=sid, http_client=http_client)
 
     # --- secrets -------------------------------------------------------------------------------------
+    def limit_identity(self, recipient: str) -> str:
+        """The number, whatever its spelling: digits only, an international ``00`` read as ``+`` (``+44 7700``,
+        ``0044-7700`` and ``+447700`` are one phone, so they share its send limits)."""
+        digits = re.sub(r"\D", "", recipient)
+        return digits[2:] if digits.startswith("00") else digits
+
     def make_secret(self) -> str:
         return tokens.make_code(self.code_length)
 

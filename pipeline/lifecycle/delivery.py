@@ -303,11 +303,11 @@ def start_new_generation(delivery: Delivery, action: DeferredAction) -> None:
     channel is configured, and its send was counted against the send limits).
 
     The new secret gets the channel's full EXPIRES again, but never past the action's deadline (the
-    ``valid_until`` given to save(), else the channels' longest EXPIRES from the save), and the action lives as
-    long, up to that deadline: however often it is resent, a change given five minutes stays confirmable five
-    minutes.  (Actions stored before deadlines were always set have none: their expiry follows the resends.)
-    Wrong attempts are kept: a new secret is not a new set of tries (``send_attempts``, the provider calls of
-    one generation, start over)."""
+    ``valid_until`` given to save(), else three times the channels' longest EXPIRES from the save), and the
+    action lives as long, up to that deadline: however often it is resent, a change given five minutes stays
+    confirmable five minutes.  (Actions stored before deadlines were always set have none: their expiry follows
+    the resends.)  Wrong attempts are kept: a new secret is not a new set of tries (``send_attempts``, the
+    provider calls of one generation, start over)."""
     conf = app_settings.channel(delivery.channel)
     expires_at = timezone.now() + conf["EXPIRES"]
     if action.deadline is not None:

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.forms import BaseModelForm
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from django.views.decorators.debug import sensitive_variables
 
 from deferred_confirmation.django_integration.models import DeferredAction, Delivery, seal_recipient
 from deferred_confirmation.pipeline import dispatch, formdata, limits, routing
@@ -65,6 +66,9 @@ def stored_recipient(recipient: Any) -> str:
     return str(recipient)
 
 
+# The functions below hold the recipients (bank accounts, addresses) and the form's values in their locals:
+# sensitive_variables keeps those out of Django's error reports.
+@sensitive_variables()
 def recipients_for(form: Any, names: list[str]) -> dict[str, str]:
     recipients = {name: form.get_recipient(name) for name in names}
     missing = [name for name, recipient in recipients.items() if not recipient]
@@ -83,6 +87,7 @@ def is_sensitive_recipient(form: Any, channel: str) -> bool:
     return bool(field) and field in formdata.sensitive_field_names(form)
 
 
+@sensitive_variables()
 def delivery_recipient(form: Any, channel: str, recipient: str) -> dict[str, str]:
     """The Delivery fields holding ``recipient``: as is, or for a sensitive one masked (last 4) with the full
     value sealed, so that a database dump shows no account number."""
@@ -92,15 +97,25 @@ def delivery_recipient(form: Any, channel: str, recipient: str) -> dict[str, str
     return {"recipient": masked, "recipient_sealed": sealed}
 
 
+#: Without a ``valid_until``, resends keep an action open until this many times its channels' longest EXPIRES
+#: after the save, never longer.
+LIFETIME_IN_EXPIRES = 3
+
+
 @logged_step("stage", done="staged")
+@sensitive_variables()
 def stage(form: BaseModelForm, *, user: User | None = None, description: str | None = None,
-          valid_until: datetime | None = None, channels: list[str] | None = None, client: str | None = None
-          ) -> DeferredAction:
+          valid_until: datetime | None = None, channels: list[str] | None = None, client: str | None = None,
+          asker: User | None = None) -> DeferredAction:
     """Store ``form`` (valid, bound) as a pending action; deliveries are enqueued when the caller commits.
+
+    ``client`` and ``asker``: the client address and the signed-in user of the request that asks (a view
+    passes both; ``asker`` None is an anonymous visitor).  Their send limits are counted, never those of the
+    action's ``user`` given on someone's behalf; without a ``client`` (no request) ``user`` is the asker.
 
     Raises :class:`deferred_confirmation.pipeline.limits.SendLimitExceeded` if a recipient was sent too many secrets
     recently (DeferredForm reports that as a form error during validation already), or the ``client`` (its address,
-    :func:`deferred_confirmation.django_integration.clients.client_address`) or signed-in ``user`` asked for too
+    :func:`deferred_confirmation.django_integration.clients.client_address`) or the asking user asked for too
     many lately."""
     model = form._meta.model
     chosen = form_route(form, channels)
@@ -121,8 +136,10 @@ def stage(form: BaseModelForm, *, user: User | None = None, description: str | N
     # is written, and a refusal is raised after the block, so a refused save leaves the caller's transaction
     # usable and counts nothing.  The sends are counted with the action, or not at all.
     with transaction.atomic(savepoint=False):
-        requester = limits.requester_keys(client, user)
-        refused = limits.reserve_sends(recipients.items(), client=client, user=user, requester=requester, now=now)
+        asking = asker if client is not None else user
+        requester = limits.requester_keys(client, asking)
+        refused = limits.reserve_sends(recipients.items(), client=client, user=asking, requester=requester,
+                                       now=now)
         if refused is None:
             action = DeferredAction.objects.create(
                 form_class=form_path(type(form)),
@@ -137,9 +154,10 @@ def stage(form: BaseModelForm, *, user: User | None = None, description: str | N
                 requester_key=requester[0],
                 created_at=now,
                 valid_until=max(expiry.values()),
-                # No resend or redrive keeps the action open past it: the valid_until given, else the longest
-                # EXPIRES from now (resending every so often must not make a change confirmable forever).
-                deadline=max(expiry.values()),
+                # No resend or redrive keeps the action open past it: resending every so often must not make a
+                # change confirmable forever, and a late resend (a returned letter) still gets time to arrive.
+                deadline=valid_until or now + LIFETIME_IN_EXPIRES * max(
+                    app_settings.channel(name)["EXPIRES"] for name in chosen.channels),
             )
             annotate_step(action_id=action.pk, channel=",".join(chosen.channels), to_state=action.state)
             for name in chosen.channels:

@@ -510,19 +510,21 @@ def test_the_global_throttle_holds_across_actions(stage, channels):
                                           dict(zip(("first", "second"), cents(bad), strict=True))).status_code)
     assert 429 not in statuses and set(statuses) <= {400, 404}, statuses
 
-    # Past the limit: 429 for everything, the right secrets included.
+    # Past the limit: 429 for every code and every wrong link, the right codes and amounts included.
     for action, code in sms:
         response = attacker.post(code_url(action), {"code": code})
         assert_refused(response, 429)
         assert response["Retry-After"]
     assert_refused(attacker.post(deposits_url(md_action), dict(zip(("first", "second"), cents(pair),
                                                                      strict=True))), 429)
-    assert_refused(attacker.post(link_url(token)), 429)
+    assert_refused(attacker.post(link_url(tokens.make_link_token())), 429)
     assert attacker.get(link_url(token)).status_code == 200  # opening a link confirms nothing: never refused
     for action, _ in sms:
         unchanged(action)
     unchanged(md_action)
     unchanged(email_action)
+    # A real link is never refused: 256 bits cannot be guessed, so the throttle only stops wrong ones.
+    assert attacker.post(link_url(token)).status_code == 302
 
     # Another client is not blocked by the attacker's failures.
     honest = Client(REMOTE_ADDR="198.51.100.9")

@@ -46,7 +46,21 @@ def change_email(request: HttpRequest, pk: int) -> HttpResponse:
     return HttpResponse(str(form.errors), status=400)
 
 
-urlpatterns = [*project_urls, path("change-email/<int:pk>/", change_email, name="change_email")]
+def change_email_for(request: HttpRequest, pk: int, user_pk: int) -> HttpResponse:
+    """A page where anyone may start a change on someone's behalf (an invitation, a support tool): the action
+    is that user's, the request is whoever asks."""
+    form = ProfileEmailForm(request.POST, instance=get_object_or_404(Profile, pk=pk), request=request)
+    if form.is_valid():
+        try:
+            form.save(user=get_user_model().objects.get(pk=user_pk))
+        except limits.SendLimitExceeded:
+            return HttpResponse(" ".join(form.non_field_errors()), status=429)
+        return HttpResponse(status=202)
+    return HttpResponse(str(form.errors), status=429 if form.send_refusal else 400)
+
+
+urlpatterns = [*project_urls, path("change-email/<int:pk>/", change_email, name="change_email"),
+               path("change-email/<int:pk>/for/<int:user_pk>/", change_email_for, name="change_email_for")]
 
 
 def _conf(settings, **values) -> None:
@@ -183,6 +197,35 @@ def test_all_requesters_together_still_cannot_bomb_one_recipient(db, settings):
     late = Client(REMOTE_ADDR="192.0.2.1")
     late.force_login(get_user_model().objects.create_user("late"))
     assert TO_RECIPIENT in save_from(late, "bombed@example.org").content.decode()
+
+
+def test_more_accounts_from_one_address_add_no_allowance(db, settings):
+    """One person at one address, signed out and then signed in with throwaway accounts, is one requester."""
+    _conf(settings, SEND_LIMIT_PER_CLIENT=None, CHANNELS={"email": {"SEND_LIMIT": 2}})
+    statuses = [save_from(Client(REMOTE_ADDR=ATTACKER), "target@example.org").status_code for _ in range(2)]
+    for name in ("sock1", "sock2"):
+        sock = Client(REMOTE_ADDR=ATTACKER)
+        sock.force_login(get_user_model().objects.create_user(name))
+        statuses += [save_from(sock, "target@example.org").status_code for _ in range(2)]
+    assert statuses[:2] == [302, 302] and 302 not in statuses[2:]
+    assert SendRecord.objects.filter(channel="email").count() == 2
+
+    owner = Client(REMOTE_ADDR=OTHER)
+    owner.force_login(get_user_model().objects.create_user("target-owner"))
+    assert save_from(owner, "target@example.org").status_code == 302
+
+
+def test_the_limits_counted_are_the_askers_not_those_of_the_user_saved_for(db, settings):
+    _conf(settings, SEND_LIMIT_PER_CLIENT=2)
+    owner = get_user_model().objects.create_user("saved-for")
+    for n in range(3):  # three strangers, three addresses, each starting a change on the owner's behalf
+        profile = Profile.objects.create(email=f"for{n}@example.org")
+        stranger = Client(REMOTE_ADDR=f"192.0.2.{n + 1}")
+        assert stranger.post(reverse("change_email_for", args=[profile.pk, owner.pk]),
+                             {"email": f"for-new{n}@example.org"}).status_code == 202
+    client = Client(REMOTE_ADDR=OTHER)
+    client.force_login(owner)
+    assert save_from(client, "mine-for@example.org").status_code == 302  # the owner's own allowance is untouched
 
 
 def test_resend_cooldown_is_the_requesters_own(db, settings):

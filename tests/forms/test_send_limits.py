@@ -44,6 +44,20 @@ def test_names_do_not_make_a_fresh_allowance(settings):
     assert channel.limit_identity("Bob@Example.org ") == channel.limit_identity("bob@example.org")
 
 
+def test_spellings_of_one_inbox_or_one_phone_share_its_allowance(settings):
+    """Plus-addresses reach one inbox and a number written with spaces, dashes or 00 reaches one phone: each
+    spelling must not start a fresh allowance (mail bombing, SMS pumping of one victim)."""
+    settings.DEFERRED_CONFIRMATION = {**settings.DEFERRED_CONFIRMATION, "CHANNELS": {
+        "email": {}, "sms": {"OPTIONS": {"ACCOUNT_SID": "AC" + "0" * 32, "AUTH_TOKEN": "t", "FROM": "+15005550006"}}}}
+    email, sms = get_channel("email"), get_channel("sms")
+    assert len({email.limit_identity(v) for v in ("victim@example.org", "Victim+1@Example.org",
+                                                  "victim+bomb@example.org ")}) == 1
+    assert email.limit_identity("other@example.org") != email.limit_identity("victim@example.org")
+    assert len({sms.limit_identity(v) for v in ("+44 7700 900123", "+447700900123", "0044-7700-900-123",
+                                                "+44 (7700) 900 123")}) == 1
+    assert sms.limit_identity("+447700900124") != sms.limit_identity("+447700900123")
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="parallel writers: PostgreSQL")
 def test_parallel_saves_to_one_recipient_cannot_all_pass_the_limit(one_send):

@@ -115,6 +115,18 @@ def test_proxies_that_write_a_port_still_tell_clients_apart(stage, settings):
     assert _confirmed(staged)
 
 
+def test_wrong_links_from_a_shared_address_never_block_a_real_link_from_it(stage):
+    """Behind one carrier NAT or office address, whoever posts wrong links is refused after the limit; a
+    neighbour at the same address still confirms with their real link (it cannot be guessed, so it is never
+    throttled)."""
+    staged = stage()
+    shared = "192.0.2.77"
+    statuses = [Client(REMOTE_ADDR=shared).post(random_link()).status_code for _ in range(LIMIT + 5)]
+    assert statuses == [404] * LIMIT + [429] * 5
+    assert Client(REMOTE_ADDR=shared).post(link_url(staged.token)).status_code == 302
+    assert _confirmed(staged)
+
+
 # --- IPv6 ----------------------------------------------------------------------------------------------
 def test_ipv6_clients_count_per_64_and_another_64_is_not_blocked(stage):
     """Whoever has a /64 has 2**64 addresses: every one of them is the same client."""
@@ -123,7 +135,7 @@ def test_ipv6_clients_count_per_64_and_another_64_is_not_blocked(stage):
                 for i in range(LIMIT + 1)]
     assert statuses == [404] * LIMIT + [429]
     same_network = Client(REMOTE_ADDR="2001:db8:0:1:ffff:ffff:ffff:fffe")
-    assert same_network.post(link_url(staged.token)).status_code == 429
+    assert same_network.post(random_link()).status_code == 429
     assert staged.refresh().action.state == "notified"
 
     neighbour = Client(REMOTE_ADDR="2001:db8:0:2::1")
@@ -143,7 +155,8 @@ def test_opening_random_links_never_counts_only_a_wrong_secret_posted_does(stage
 
     other = stage()
     assert [client.post(random_link()).status_code for _ in range(4)] == [404, 404, 404, 429]
-    assert client.post(link_url(other.token)).status_code == 429
+    assert client.post(random_link()).status_code == 429
+    assert client.post(link_url(other.token)).status_code == 302  # a real link is never refused: unguessable
     assert client.get(random_link()).status_code == 404  # opening a link is never refused
 
 

@@ -22,6 +22,8 @@ from django.views.debug import ExceptionReporter
 
 from deferred_confirmation.django_integration.models import DeferredAction, SendRecord
 from deferred_confirmation.pipeline import limits
+from deferred_confirmation.pipeline.lifecycle.staging import recipients_for
+from tests.channels.microdeposit.forms import BankAccountForm
 from tests.testapp.forms import ProfileEmailForm
 from tests.testapp.models import Profile
 from tests.urls import urlpatterns as project_urls
@@ -53,8 +55,22 @@ def sign_up_then_break(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("a bug in the project's view")
 
 
+def change_bank_account_in_a_race(request: HttpRequest, pk: int) -> HttpResponse:
+    """A bank account change whose save() meets a limit reached by a parallel request since validation, in a
+    view that does not catch SendLimitExceeded: a server error, reported."""
+    form = BankAccountForm(request.POST, instance=get_object_or_404(Profile, pk=pk), request=request)
+    assert form.is_valid(), form.errors
+    requester = limits.requester_keys(ATTACKER)
+    for _ in range(2):  # the micro-deposit channel's SEND_LIMIT, used up meanwhile
+        limits.record_send("microdeposit", recipients_for(form, ["microdeposit"])["microdeposit"],
+                           requester=requester)
+    form.save()
+    return HttpResponse(status=202)
+
+
 urlpatterns = [*project_urls, path("change-email/<int:pk>/", change_email, name="change_email"),
-               path("sign-up/", sign_up_then_break, name="sign_up")]
+               path("sign-up/", sign_up_then_break, name="sign_up"),
+               path("bank/<int:pk>/", change_bank_account_in_a_race, name="bank")]
 
 _profiles = iter(range(1_000_000))
 
@@ -92,3 +108,27 @@ def test_a_crash_after_binding_the_form_keeps_the_password_out_of_the_error_repo
     [text] = reports
     assert "a bug in the project's view" in text and "crash-report" in text  # the report is useful...
     assert PASSWORD not in text  # ...and holds no password
+
+
+def test_a_crash_inside_save_keeps_the_account_number_out_of_every_frame_of_the_report(db, settings):
+    """The HTML report (DEBUG pages, AdminEmailHandler(include_html=True), reporters using Django's filter) shows
+    each frame's local variables: the functions holding a recipient show stars instead."""
+    settings.DEFERRED_CONFIRMATION = {**settings.DEFERRED_CONFIRMATION, "CHANNELS": {"email": {}, "microdeposit": {}}}
+    digits = "370400440532013000"
+    reports: list[str] = []
+
+    def report(sender, request=None, **kwargs):
+        reporter = ExceptionReporter(request, *sys.exc_info(), is_email=True)
+        reports.append(reporter.get_traceback_text() + reporter.get_traceback_html())
+
+    got_request_exception.connect(report)
+    try:
+        response = Client(REMOTE_ADDR=ATTACKER, raise_request_exception=False).post(
+            reverse("bank", args=[Profile.objects.create(email="bank-crash@example.org").pk]),
+            {"bank_holder": "Ada Lovelace", "bank_iban": "DE89 3704 0044 0532 0130 00"})
+    finally:
+        got_request_exception.disconnect(report)
+    assert response.status_code == 500
+    [text] = reports
+    assert "SendLimitExceeded" in text and "stage" in text  # the report still says what happened, and where
+    assert digits not in "".join(text.split())

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import secrets
 import textwrap
-import time
 import uuid
 from datetime import timedelta
 
@@ -162,20 +161,30 @@ def test_a_resent_change_still_expires_at_its_deadline(eager, confirmation_setti
     assert pipeline.confirm(link_token(mails_to(address)[-1])).status == "expired"
 
 
-def test_without_valid_until_resends_never_move_the_expiry_past_the_first_one(eager, confirmation_settings,
-                                                                             no_resend_cooldown):
-    """A change saved without ``valid_until`` lives as long as its channel's EXPIRES from the save: resending
-    every so often gives a new secret for the time left, never a confirmable-forever change."""
-    confirmation_settings(CHANNELS={"email": {"EXPIRES": timedelta(seconds=30), "RESEND_COOLDOWN": None}})
+def test_without_valid_until_resends_never_keep_a_change_open_past_three_times_its_expiry(
+        eager, confirmation_settings, no_resend_cooldown):
+    """A change saved without ``valid_until`` may be resent (a lost mail, a returned letter) and each new secret
+    gets the channel's EXPIRES again, but never past three times EXPIRES after the save: resending every so
+    often never makes a change confirmable forever."""
+    confirmation_settings(CHANNELS={"email": {"EXPIRES": timedelta(hours=1), "RESEND_COOLDOWN": None}})
     address = "no-deadline-new@example.org"
     _profile, action = stage_change("no-deadline@example.org", address)
-    first_expiry = fresh(action).valid_until
-    assert first_expiry <= fresh(action).created_at + timedelta(seconds=30)
-    time.sleep(1.1)  # a resend a moment later: today's clock, not the save's
+    saved = fresh(action)
+    assert saved.deadline == saved.created_at + timedelta(hours=3)
+    assert pipeline.resend(action).sent  # early: a full hour again
+    assert fresh(action).valid_until > saved.valid_until
+
+    # Two and a half hours after the save (resent in between), half an hour of the lifetime is left.
+    now = timezone.now()
+    back = saved.created_at - (now - timedelta(hours=2, minutes=30))
+    DeferredAction.objects.filter(pk=action.pk).update(
+        created_at=saved.created_at - back, deadline=saved.deadline - back, valid_until=now + timedelta(minutes=10))
+    Delivery.objects.filter(action=action).update(expires_at=now + timedelta(minutes=10))
     assert pipeline.resend(action).sent
     action, delivery = fresh(action), delivery_of(action)
-    assert action.valid_until == first_expiry and delivery.expires_at <= first_expiry
-    assert lifecycle.expire(now=first_expiry + timedelta(seconds=1)) == 1
+    assert action.valid_until == action.deadline == delivery.expires_at  # cut at the deadline, not an hour
+    assert action.deadline - now < timedelta(minutes=31)
+    assert lifecycle.expire(now=action.deadline + timedelta(milliseconds=1)) == 1
     assert pipeline.confirm(link_token(mails_to(address)[-1])).status == "expired"
 
 

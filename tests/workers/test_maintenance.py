@@ -145,17 +145,21 @@ def test_purge_deletes_old_terminal_actions_with_their_deliveries(eager, confirm
 
 def test_purge_forgets_sends_no_limit_counts_any_more_and_keeps_the_rest(eager, confirmation_settings):
     """One SendRecord per secret ever sent would grow without end: rows older than the longest window (each
-    channel's SEND_WINDOW and RESEND_COOLDOWN, SEND_WINDOW_PER_CLIENT) go with the daily purge; a row still
-    inside a window keeps counting, so a limit reached before the purge is still reached after it."""
+    channel's SEND_WINDOW and RESEND_COOLDOWN, the built-in channels' too, SEND_WINDOW_PER_CLIENT) go with the
+    daily purge; a row still inside a window keeps counting, so a limit reached before the purge is still
+    reached after it."""
+    longest = timedelta(days=30)  # the letter channel's SEND_WINDOW, built in
     confirmation_settings(BATCH_SIZE=2, SEND_WINDOW_PER_CLIENT=timedelta(hours=1), CHANNELS={
         "email": {"SEND_LIMIT": 2, "SEND_WINDOW": timedelta(hours=1), "RESEND_COOLDOWN": timedelta(days=2)}})
+    assert limits.longest_window() == longest
     now = timezone.now()
     for _n in range(5):
-        limits.record_send("email", "old-sends@example.org", now=now - timedelta(days=2, minutes=1))
+        limits.record_send("email", "old-sends@example.org", now=now - longest - timedelta(minutes=1))
     limits.record_send("email", "cooling@example.org", now=now - timedelta(days=1))
     limits.record_send("email", "busy@example.org", now=now - timedelta(minutes=5))
     limits.record_send("email", "busy@example.org", now=now - timedelta(minutes=1))
-    SendRecord.objects.create(channel=limits.CLIENT_SCOPE, recipient_key="k" * 64, created_at=now - timedelta(days=3))
+    SendRecord.objects.create(channel=limits.CLIENT_SCOPE, recipient_key="k" * 64,
+                              created_at=now - longest - timedelta(days=1))
 
     assert _run(dispatch.PURGE) == 0  # no action to delete; the sends are counted in the log line
 
@@ -163,6 +167,21 @@ def test_purge_forgets_sends_no_limit_counts_any_more_and_keeps_the_rest(eager, 
     assert limits.check_send("email", "busy@example.org").reason == "limit"  # still counted
     assert limits.check_send("email", "cooling@example.org", resend=True).reason == "cooldown"
     assert limits.check_send("email", "old-sends@example.org") is None
+
+
+def test_taking_a_channel_out_of_settings_for_a_while_does_not_reset_its_limits(eager, confirmation_settings):
+    """The purge keeps send records as long as the built-in channels' own windows too (micro-deposits: ten
+    days), whatever the settings say at the moment it runs."""
+    confirmation_settings(CHANNELS={"email": {}, "microdeposit": {}})
+    account = '{"country": "DE", "holder": "Ada", "iban": "DE89370400440532013000"}'
+    for _send in range(2):
+        limits.record_send("microdeposit", account, now=timezone.now() - timedelta(days=3))
+    assert limits.check_send("microdeposit", account).reason == "limit"
+
+    confirmation_settings(CHANNELS={"email": {}})  # taken out for maintenance
+    assert _run(dispatch.PURGE) == 0
+    confirmation_settings(CHANNELS={"email": {}, "microdeposit": {}})  # and back
+    assert limits.check_send("microdeposit", account).reason == "limit"
 
 
 # --- redrive ------------------------------------------------------------------------------------------

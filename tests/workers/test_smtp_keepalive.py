@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from django.core.mail.backends import filebased
 
 from deferred_confirmation.django_integration.models import Delivery
 from deferred_confirmation.pipeline import tokens
@@ -160,10 +161,21 @@ def test_a_forked_child_neither_uses_nor_closes_the_parents_connection(smtp_serv
     assert server.peers[0] == server.peers[1]
 
 
+class HeldFileBackend(filebased.EmailBackend):
+    """Django's file backend, each instance held for the test: its file is named after the instance's id(), which
+    a new instance could reuse once an old one is freed, and then write to the same file."""
+
+    made: list[filebased.EmailBackend] = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        HeldFileBackend.made.append(self)
+
+
 @pytest.mark.django_db
 def test_backends_without_a_connection_are_not_kept(settings, tmp_path):
     """The file backend writes one file per backend instance: still one file per mail."""
-    settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    settings.EMAIL_BACKEND = "tests.workers.test_smtp_keepalive.HeldFileBackend"
     settings.EMAIL_FILE_PATH = str(tmp_path)
     for number in range(3):
         _mail(number)
