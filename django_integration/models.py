@@ -53,6 +53,9 @@ class DeferredAction(models.Model):
     # Keyed hash of who saved it (the signed-in user, else the client address; "" if unknown): its resends and
     # redrives count in that requester's allowance of the recipient's SEND_LIMIT, as its first send did.
     requester_key = models.CharField(max_length=64, blank=True, default="")
+    # The language active at save() (translation.get_language()): the worker renders the message in it, so a
+    # change asked for in French is confirmed in French whatever the worker's LANGUAGE_CODE.  "": LANGUAGE_CODE.
+    language = models.CharField(max_length=35, blank=True, default="")
     # The valid_until given to save(), else the first expiry: no resend or redrive moves the action's expiry past
     # it.  Null only on actions stored before it was always set.
     deadline = models.DateTimeField(null=True, blank=True,

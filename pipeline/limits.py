@@ -30,6 +30,7 @@ from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from django.utils.translation import gettext
 from django.views.decorators.debug import sensitive_variables
 
 from deferred_confirmation.django_integration.models import SendRecord
@@ -47,13 +48,16 @@ class SendRefusal:
 
     @property
     def message(self) -> str:
+        # In the language active when it is shown (a form error, the resend page), not when it was made.
         minutes = max(1, round(self.retry_after / 60))
         if self.scope != "recipient":
-            return (f"Too many confirmation messages were requested from here. Try again in {minutes} "
-                    "minutes.")
+            return gettext("Too many confirmation messages were requested from here. Try again in %(minutes)d "
+                           "minutes.") % {"minutes": minutes}
         if self.reason == "cooldown" and self.retry_after < 120:
-            return f"A new secret was sent moments ago. You can ask for another in {self.retry_after} seconds."
-        return f"Too many confirmation messages were sent to this recipient. Try again in {minutes} minutes."
+            return gettext("A new secret was sent moments ago. You can ask for another in %(seconds)d "
+                           "seconds.") % {"seconds": self.retry_after}
+        return gettext("Too many confirmation messages were sent to this recipient. Try again in %(minutes)d "
+                       "minutes.") % {"minutes": minutes}
 
 
 from deferred_confirmation.pipeline.exceptions import SendLimitExceeded as SendLimitExceeded  # noqa: E402 re-export

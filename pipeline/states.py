@@ -7,6 +7,7 @@ and a late or duplicated task cannot move an action backwards.
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import pgettext_lazy
 
 from deferred_confirmation.pipeline.exceptions import InvalidTransition
 
@@ -15,14 +16,16 @@ __all__ = ["OPEN", "TERMINAL", "TRANSITIONS", "DeliveryStatus", "InvalidTransiti
 
 
 class State(models.TextChoices):
-    PENDING = "pending", "pending"  # stored, delivery queued
-    NOTIFIED = "notified", "notified"  # the secret went out over at least one channel
-    CONFIRMED = "confirmed", "confirmed"  # secret accepted, apply queued
-    APPLIED = "applied", "applied"
-    EXPIRED = "expired", "expired"
-    CANCELLED = "cancelled", "cancelled"
-    FAILED = "failed", "failed"  # re-validation or every delivery failed; reason stored; nothing applied
-    LOCKED = "locked", "locked"  # attempts exhausted
+    PENDING = "pending", pgettext_lazy("state of a change", "pending")  # stored, delivery queued
+    # the secret went out over at least one channel
+    NOTIFIED = "notified", pgettext_lazy("state of a change", "notified")
+    CONFIRMED = "confirmed", pgettext_lazy("state of a change", "confirmed")  # secret accepted, apply queued
+    APPLIED = "applied", pgettext_lazy("state of a change", "applied")
+    EXPIRED = "expired", pgettext_lazy("state of a change", "expired")
+    CANCELLED = "cancelled", pgettext_lazy("state of a change", "cancelled")
+    # re-validation or every delivery failed; reason stored; nothing applied
+    FAILED = "failed", pgettext_lazy("state of a change", "failed")
+    LOCKED = "locked", pgettext_lazy("state of a change", "locked")  # attempts exhausted
 
 
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -46,10 +49,11 @@ def check_transition(source: str, target: str) -> None:
 
 
 class DeliveryStatus(models.TextChoices):
-    QUEUED = "queued", "queued"  # waiting for a secret
-    GENERATED = "generated", "generated"  # digest stored, send queued
-    SENT = "sent", "sent"  # handed to the provider
-    DELIVERED = "delivered", "delivered"  # provider reported delivery
-    FAILED = "failed", "failed"  # permanent provider error; reason in status_detail
-    CONFIRMED = "confirmed", "confirmed"  # its secret came back
-    SUPERSEDED = "superseded", "superseded"  # the action ended another way
+    QUEUED = "queued", pgettext_lazy("state of a delivery", "queued")  # waiting for a secret
+    GENERATED = "generated", pgettext_lazy("state of a delivery", "generated")  # digest stored, send queued
+    SENT = "sent", pgettext_lazy("state of a delivery", "sent")  # handed to the provider
+    DELIVERED = "delivered", pgettext_lazy("state of a delivery", "delivered")  # provider reported delivery
+    # permanent provider error; reason in status_detail
+    FAILED = "failed", pgettext_lazy("state of a delivery", "failed")
+    CONFIRMED = "confirmed", pgettext_lazy("state of a delivery", "confirmed")  # its secret came back
+    SUPERSEDED = "superseded", pgettext_lazy("state of a delivery", "superseded")  # the action ended another way

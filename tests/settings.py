@@ -2,6 +2,7 @@
 
 The broker is the machine's real Redis (TEST_REDIS_URL, default redis://127.0.0.1:6379/15)."""
 
+import json
 import os
 import tempfile
 from datetime import timedelta
@@ -26,12 +27,16 @@ INSTALLED_APPS = [
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",  # pages in the request's language (DESIGN §11)
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
 ]
 ROOT_URLCONF = "tests.urls"
+# The server's own language is English; a change saved in another is still mailed, texted and printed in it.
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("de", "Deutsch"), ("es", "Español"), ("fr", "Français")]
 TEMPLATES = [{
     "BACKEND": "django.template.backends.django.DjangoTemplates",
     "APP_DIRS": True,
@@ -90,5 +95,9 @@ if os.environ.get("DC_TEST_VISIBILITY_TIMEOUT"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ["DC_TEST_VISIBILITY_TIMEOUT"]),
                                        "unacked_restore_interval": 1, "unacked_restore_throttle": 1}
     CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ["DC_TEST_VISIBILITY_TIMEOUT"])}
+if os.environ.get("DC_TEST_CHANNELS"):  # a worker subprocess sending SMS and letters too (JSON of CHANNELS)
+    DEFERRED_CONFIRMATION["CHANNELS"] = json.loads(os.environ["DC_TEST_CHANNELS"])
+if os.environ.get("DC_TEST_MEDIA_ROOT"):  # where that worker's PDF letters are stored
+    MEDIA_ROOT = os.environ["DC_TEST_MEDIA_ROOT"]
 if os.environ.get("DC_TEST_SEND_LEASE"):
     DEFERRED_CONFIRMATION["SEND_LEASE"] = timedelta(seconds=float(os.environ["DC_TEST_SEND_LEASE"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_GET, require_POST
 
@@ -84,11 +85,11 @@ def resend(request: HttpRequest, action_id) -> HttpResponse:
         return not_found(request)
     result = resend_secrets(action, client=client_address(request), user=signed_in_user(request))
     if result.sent:
-        status, title = 200, "Sent again"
+        status, title = 200, _("Sent again")
     elif result.refusal is not None:
-        status, title = 429, "Please wait"
+        status, title = 429, _("Please wait")
     else:
-        status, title = 410, "No longer valid"
+        status, title = 410, _("No longer valid")
     response = page(request, status, title, result.message, action=action, entry_url_name=entry_url_name(action))
     if result.refusal is not None:
         response["Retry-After"] = str(result.refusal.retry_after)

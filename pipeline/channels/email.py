@@ -12,9 +12,11 @@ from email.utils import make_msgid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import translation
 
 from deferred_confirmation.pipeline.channels import mailconn
 from deferred_confirmation.pipeline.channels.base import (
@@ -85,7 +87,9 @@ class EmailChannel(BaseChannel):
             body=render_to_string(TEMPLATES["text"], context),
             from_email=self.options.get("FROM_EMAIL") or app_settings.from_email,
             to=[delivery.recipient_value],
-            headers={"X-Deferred-Action": str(action.pk), "Message-ID": message_id},
+            # The language it was rendered in (the action's, DESIGN §11), for mail clients and screen readers.
+            headers={"X-Deferred-Action": str(action.pk), "Message-ID": message_id,
+                     "Content-Language": translation.get_language() or settings.LANGUAGE_CODE},
         )
         message.attach_alternative(render_to_string(TEMPLATES["html"], context), "text/html")
         keep_alive = self.options.get("KEEP_ALIVE", mailconn.DEFAULT_KEEP_ALIVE)

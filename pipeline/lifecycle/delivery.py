@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext
 
 from deferred_confirmation.django_integration.models import DeferredAction, Delivery
 from deferred_confirmation.django_integration.signals import confirmation_required
@@ -180,20 +182,22 @@ def _record_sent(action: DeferredAction, delivery_id: int, generation: int, prov
 
 
 def _send(channel: Any, delivery: Delivery, action: DeferredAction, secret: str) -> str:
-    """The form's own ``send_notification`` hook if it has one (the seed's API), else the channel."""
-    form_class = import_path(action.form_class)
-    if not hasattr(form_class, "send_notification"):
-        return channel.send(delivery=delivery, action=action, secret=secret)
-    form = form_class.rebuild(action=action, data=formdata.load(action.form_data), instance=action.target)
-    form.confirming = True
-    if not form.is_valid():
-        raise PermanentChannelError(f"stored form is no longer valid: {form.errors.as_text()}")
-    action.token = secret
-    try:
-        form.send_notification(user=action.user, instance=action)
-    finally:
-        del action.token
-    return ""
+    """The form's own ``send_notification`` hook if it has one (the seed's API), else the channel; rendered in
+    the language the change was saved in (DESIGN §11), whatever the worker's own LANGUAGE_CODE."""
+    with translation.override(action.language or settings.LANGUAGE_CODE):
+        form_class = import_path(action.form_class)
+        if not hasattr(form_class, "send_notification"):
+            return channel.send(delivery=delivery, action=action, secret=secret)
+        form = form_class.rebuild(action=action, data=formdata.load(action.form_data), instance=action.target)
+        form.confirming = True
+        if not form.is_valid():
+            raise PermanentChannelError(f"stored form is no longer valid: {form.errors.as_text()}")
+        action.token = secret
+        try:
+            form.send_notification(user=action.user, instance=action)
+        finally:
+            del action.token
+        return ""
 
 
 @logged_step("deliver_retry", done="retrying")
@@ -251,8 +255,8 @@ class ResendResult:
     @property
     def message(self) -> str:
         if self.sent:
-            return "A new secret is on its way; the previous one no longer works."
-        return self.refusal.message if self.refusal else "This change can no longer be confirmed."
+            return gettext("A new secret is on its way; the previous one no longer works.")
+        return self.refusal.message if self.refusal else gettext("This change can no longer be confirmed.")
 
 
 @logged_step("resend", done="resent", skipped="refused")

@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.forms import BaseModelForm
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 
@@ -152,6 +152,7 @@ def stage(form: BaseModelForm, *, user: User | None = None, description: str | N
                 description=(description or "").replace("\x00", "\ufffd"),  # text columns refuse NUL
                 channel_policy=chosen.policy,
                 requester_key=requester[0],
+                language=translation.get_language() or "",
                 created_at=now,
                 valid_until=max(expiry.values()),
                 # No resend or redrive keeps the action open past it: resending every so often must not make a

@@ -67,9 +67,10 @@ def test_the_wheel_installs_one_top_level_name_and_every_module(wheel):
     assert {t for t in top if not t.endswith(".dist-info")} == {"deferred_confirmation"}
     expected = {f"deferred_confirmation/{path.relative_to(ROOT)}" for folder in FOLDERS
                 for path in (ROOT / folder).rglob("*") if path.is_file() and "__pycache__" not in path.parts
-                and (path.suffix == ".py" or "templates" in path.parts)}
+                and (path.suffix == ".py" or "templates" in path.parts or "locale" in path.parts)}
     assert expected <= set(names), sorted(expected - set(names))[:10]
     assert "deferred_confirmation/django_integration/templates/confirmation/link.html" in names
+    assert "deferred_confirmation/django_integration/locale/fr/LC_MESSAGES/django.mo" in names
 
 
 PROJECT_SETTINGS = """
