@@ -70,21 +70,16 @@ class Step:
         logger.log(level, "%s", _summary(extra), extra=extra)
 
 
+#: The fields a line's message shows, in order, each with how (the rest are in the record's ``extra`` only).
+_SHOWN = (("status", " ({status})"), ("action_id", " action={action_id}"), ("channel", " channel={channel}"),
+          ("to_state", " {from_state}->{to_state}"), ("count", " count={count}"), ("reason", ": {reason}"))
+
+
 def _summary(extra: dict[str, Any]) -> str:
-    text = f"{extra['event']} {extra['outcome']}"
-    if "status" in extra:
-        text += f" ({extra['status']})"
-    if "action_id" in extra:
-        text += f" action={extra['action_id']}"
-    if "channel" in extra:
-        text += f" channel={extra['channel']}"
-    if "to_state" in extra:
-        text += f" {extra.get('from_state', '')}->{extra['to_state']}"
-    if "count" in extra:
-        text += f" count={extra['count']}"
-    if "reason" in extra:
-        text += f": {extra['reason']}"
-    return text
+    """The message of a step's line: ``deliver sent action=<id> channel=sms pending->notified``."""
+    fields = {"from_state": "", **extra}
+    return f"{extra['event']} {extra['outcome']}" + "".join(
+        shape.format(**fields) for key, shape in _SHOWN if key in extra)
 
 
 _CURRENT_STEP: ContextVar[Step | None] = ContextVar("deferred_confirmation_step", default=None)
