@@ -12,6 +12,7 @@ from django.core.checks import Warning as CheckWarning
 
 from deferred_confirmation.django_integration import check_ids as ids
 from deferred_confirmation.django_integration.check_ids import Check
+from deferred_confirmation.pipeline.channels.base import BaseChannel
 from deferred_confirmation.pipeline.conf import CHANNEL_KEYS, CHANNEL_SETTINGS, DEFAULTS, SETTINGS, channel_values
 from deferred_confirmation.pipeline.paths import current_path
 from deferred_confirmation.pipeline.setting_validators import Field, Problem, import_object
@@ -139,7 +140,7 @@ def check_channel_option_warnings(app_configs=None, **kwargs) -> list[CheckMessa
         values = channel_values(name, conf) if isinstance(conf, dict) else {}
         backend, why = import_object(values.get("BACKEND"))
         options = values.get("OPTIONS", {})
-        if not why and isinstance(options, dict) and hasattr(backend, "warn_options"):
+        if not why and isinstance(options, dict) and isinstance(backend, type) and issubclass(backend, BaseChannel):
             found += [_message(ids.DEPRECATED_CHANNEL_OPTION, f"CHANNELS[{name!r}] OPTIONS: {problem}")
                       for problem in backend.warn_options(options)]
     return found

@@ -12,6 +12,7 @@ hook                        required     what it does
 ``secret_kind``             no           "link" (default), "code" or "amounts": see :data:`SECRET_KINDS`
 ``sensitive_recipient``     no           True: the recipient is stored only sealed (a bank account)
 ``check_options(options)``  no           classmethod: problems with OPTIONS, for the system check (default none)
+``warn_options(options)``   no           classmethod: OPTIONS that work but are deprecated, as check warnings
 ``make_secret()``           code kinds   a new random secret (default for "link": a 256-bit URL token)
 ``normalize(raw)``          code kinds   the canonical form of typed input, or None if it cannot be a secret
 ``send(...)``               yes          hand the secret to the provider; return its reference
@@ -113,6 +114,12 @@ class BaseChannel:
     def check_options(cls, options: dict[str, Any]) -> list[str]:
         """Problems with the channel's OPTIONS, one sentence each, for the system check (empty when fine); run at
         start-up, so a missing credential is found before the first send."""
+        return []
+
+    @classmethod
+    def warn_options(cls, options: dict[str, Any]) -> list[str]:
+        """OPTIONS that still work but are deprecated, one sentence each, for a system check warning (empty when
+        none); what cannot work belongs in :meth:`check_options`."""
         return []
 
     # --- secrets -----------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ def test_a_link_channel_needs_only_send():
     assert channel.normalize(token) == token
     assert channel.discard(None) == 0
     assert LinkWithoutSend.check_options({}) == []
+    assert LinkWithoutSend.warn_options({}) == []
 
 
 @pytest.mark.parametrize("kind", SECRET_KINDS)
@@ -56,7 +57,8 @@ def test_an_unknown_secret_kind_is_refused_when_the_class_is_defined():
                                      MicroDepositChannel])
 def test_built_in_channels_declare_every_hook(channel):
     assert channel.secret_kind in SECRET_KINDS
-    assert isinstance(channel.check_options({}), list)  # a direct call: every channel has the hook
+    assert isinstance(channel.check_options({}), list)  # direct calls: every channel has the hooks
+    assert isinstance(channel.warn_options({}), list)
     if channel.secret_kind != "link":  # the hooks a code or amounts channel must implement
         for hook in ("make_secret", "normalize"):
             assert getattr(channel, hook) is not getattr(BaseChannel, hook), (channel, hook)
