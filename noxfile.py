@@ -3,6 +3,7 @@
     nox -l                                # the sessions
     nox -s "tests(dj61-py313)"            # one combination, the fast subset, on SQLite
     nox -s "tests(dj61-py313)" -- full    # the whole suite but the browser tests, on PostgreSQL
+    nox -s "tests(dj61-py313)" -- pg-areas   # forms, web, admin, channels and workers whole, on PostgreSQL (CI)
     nox -s "tests(dj61-py313)" -- pg tests/channels   # PostgreSQL, with pytest's own arguments
 
 Each combination has its own Redis database and PostgreSQL test database, so sessions never share a broker or
@@ -37,24 +38,37 @@ MATRIX = [
     ("6.1", "3.13", 14, "test_dc_nox_61_313"),
 ]
 
-# The fast subset: one module or more from each area that Django's version reaches (models and migrations,
-# forms and the system check, the views and their templates, the admin, mail and the channels, a real worker
-# process), in about a minute.
+# The fast subset (about a minute): from each area that Django's or Python's version reaches, the modules that
+# cover most of it quickly: models, forms and the system check; the views and their templates; the admin; each
+# channel's send and confirm; mail through real SMTP and Django 6.1's MAILERS; a real worker process and beat.
 FAST = [
     "tests/forms/test_save.py",
     "tests/forms/test_apply.py",
     "tests/forms/test_checks.py",
     "tests/forms/test_legacy_paths.py",
+    "tests/forms/test_sensitive.py",
     "tests/web/test_link_view.py",
     "tests/web/test_code_view.py",
     "tests/web/test_status_view.py",
+    "tests/web/test_confirm_api.py",
     "tests/admin",
-    "tests/channels",
-    "tests/workers/test_smtp_delivery.py",
-    "tests/workers/test_smtp_keepalive.py",
+    "tests/channels/test_contract.py",
+    "tests/channels/test_exceptions.py",
+    "tests/channels/sms/test_flow.py",
+    "tests/channels/sms/test_channel.py",
+    "tests/channels/letter/test_code_page.py",
+    "tests/channels/microdeposit/test_channel_and_ledger.py",
+    "tests/channels/microdeposit/test_malformed_input.py",
     "tests/workers/test_mailers.py",
-    "tests/workers/test_subprocess_worker.py",
+    "tests/workers/test_smtp_keepalive.py",
+    "tests/workers/test_smtp_delivery.py",
+    "tests/workers/test_subprocess_worker.py::test_a_change_is_mailed_confirmed_over_http_and_applied_by_the_worker_process",
+    "tests/workers/test_subprocess_worker.py::test_beat_from_the_database_schedule_drives_expire_in_the_worker",
 ]
+# The PostgreSQL pass on the newest Django (`-- pg-areas`): every test of the areas above, whole (forms, web,
+# admin, channels, workers; about four minutes), without the fault-injection, load, packaging and ops suites,
+# which exercise Celery, Redis and the OS more than Django and run in `make test`.
+AREAS = ["tests/forms", "tests/web", "tests/admin", "tests/channels", "tests/workers"]
 
 # Django versions that a dependency's metadata refuses although it works with them: the newest Django that
 # every declared bound allows (django-celery-beat 2.9: Django<6.1).
@@ -91,8 +105,9 @@ _pyenv_pythons()
     [nox.param(p, d, db, name, id=f"dj{d.replace('.', '')}-py{p.replace('.', '')}") for d, p, db, name in MATRIX],
 )
 def tests(session: nox.Session, django: str, redis_db: int, pg_name: str) -> None:
-    """One combination: the fast subset on SQLite by default; `-- full` for the whole suite (but the browser
-    tests) on PostgreSQL; `-- pg ARGS` / `-- sqlite ARGS` for pytest arguments of one's own."""
+    """One combination: the fast subset on SQLite by default; `-- full` (the whole suite but the browser tests) or
+    `-- pg-areas` (forms, web, admin, channels, workers) on PostgreSQL; `-- pg ARGS` / `-- sqlite ARGS` for
+    pytest arguments of one's own."""
     wanted = f"Django>={django},<{_next(django)}"
     if django in PAST_DECLARED_BOUNDS and session.venv_backend == "uv":
         # django-celery-beat 2.9 declares Django<6.1 although it runs on 6.1 (its tests here pass): uv's
@@ -114,6 +129,8 @@ def tests(session: nox.Session, django: str, redis_db: int, pg_name: str) -> Non
     database = "sqlite"
     if args[:1] == ["full"]:
         database, args = "postgres", ["--ignore=tests/browser", *args[1:]]
+    elif args[:1] == ["pg-areas"]:
+        database, args = "postgres", [*AREAS, *args[1:]]
     elif args[:1] in (["pg"], ["sqlite"]):
         database = "postgres" if args[0] == "pg" else "sqlite"
         args = args[1:] or FAST

@@ -38,11 +38,17 @@ def test_the_version_has_one_home():
     assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
 
 
+def test_the_changelog_has_an_unreleased_section_and_one_for_this_version():
+    headings = re.findall(r"^## \[([^\]]+)\]", (ROOT / "CHANGELOG.md").read_text(), flags=re.M)
+    assert headings[0] == "Unreleased"
+    assert __version__ in headings
+
+
 def test_the_sdist_carries_the_license_the_changelog_and_the_manual(dists):
     sdist, _wheel = dists
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    assert {"LICENSE", "README.md", "pyproject.toml"} <= names
+    assert {"LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml"} <= names
     docs = {path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").rglob("*.md")
             if "_build" not in path.parts}
     assert docs and docs <= names, sorted(docs - names)[:10]
