@@ -18,10 +18,9 @@ demo: $(VENV)/.installed
 services:
 	bash .ci/services
 
-## ruff, the manual (built with warnings as errors), then the test suite on SQLite and on PostgreSQL, against
-## the real Redis.  The browser tests
-## (tests/browser: the example site on its own SQLite file, in headless Chromium) run once, in the SQLite pass:
-## the test database setting does not reach them.
+## ruff, the manual (built with warnings as errors), then the test suite on SQLite and on PostgreSQL, against the
+## real Redis.  The browser tests (tests/browser: the example site on its own SQLite file, in headless Chromium) run
+## once, in the SQLite pass: the test database setting does not reach them.
 test: $(VENV)/.installed services
 	$(VENV)/bin/ruff check .
 	$(MAKE) docs
