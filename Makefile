@@ -43,7 +43,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 ## The manual (docs/) as HTML in docs/_build/html; every Sphinx warning is an error.
 docs: $(VENV)/.installed
-	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 ## The benchmarks (bench/) against the local Redis and PostgreSQL; writes the results table into
 ## docs/_generated/benchmark-results.md (shown by docs/benchmarks.md), docs/benchmarks.png and bench/REPORT.md.
