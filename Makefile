@@ -18,10 +18,9 @@ demo: $(VENV)/.installed
 services:
 	bash .ci/services
 
-## ruff, the manual (built with warnings as errors), then the test suite on SQLite and on PostgreSQL, against
-## the real Redis.  The browser tests
-## (tests/browser: the example site on its own SQLite file, in headless Chromium) run once, in the SQLite pass:
-## the test database setting does not reach them.
+## ruff, the manual (built with warnings as errors), then the test suite on SQLite and on PostgreSQL, against the
+## real Redis.  The browser tests (tests/browser: the example site on its own SQLite file, in headless Chromium) run
+## once, in the SQLite pass: the test database setting does not reach them.
 test: $(VENV)/.installed services
 	$(VENV)/bin/ruff check .
 	$(MAKE) docs
@@ -44,7 +43,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 ## The manual (docs/) as HTML in docs/_build/html; every Sphinx warning is an error.
 docs: $(VENV)/.installed
-	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 ## The benchmarks (bench/) against the local Redis and PostgreSQL; writes the results table into
 ## docs/_generated/benchmark-results.md (shown by docs/benchmarks.md), docs/benchmarks.png and bench/REPORT.md.

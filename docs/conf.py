@@ -30,7 +30,10 @@ if not settings.configured:
     )
     django.setup()
 
+from deferred_confirmation.pipeline.version import __version__  # noqa: E402 - after sys.path is set
+
 project = "deferred-confirmation"
+release = version = __version__
 author = "deferred-confirmation contributors"
 copyright = "2026, deferred-confirmation contributors"
 
