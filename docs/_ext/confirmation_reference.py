@@ -37,6 +37,13 @@ def _declared(module: str, attribute: str) -> list[Any]:
     return list(getattr(importlib.import_module(module), attribute))
 
 
+def _note_declarations(env: Any) -> None:
+    """Rebuild a page that shows or links the declarations whenever their modules change (Sphinx re-reads
+    only changed pages otherwise, and a table or link would go stale in an incremental build)."""
+    for module in (CONF_MODULE, CHECKS_MODULE):
+        env.note_dependency(importlib.import_module(module).__file__)
+
+
 def settings() -> list[Any]:
     return _declared(CONF_MODULE, "SETTINGS")
 
@@ -96,6 +103,7 @@ class _TableDirective(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         self.env.note_dependency(__file__)
+        _note_declarations(self.env)
         table = nodes.table(classes=["confirmation-reference"])
         group = nodes.tgroup(cols=len(self.header))
         table += group
@@ -174,6 +182,7 @@ class _ReferenceRole(SphinxRole):
         raise NotImplementedError
 
     def run(self):
+        _note_declarations(self.env)
         found = self.target()
         literal = nodes.literal(text=self.text)
         if found is None:
