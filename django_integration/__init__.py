@@ -1,7 +1,7 @@
 """The Django app of deferred-confirmation (AppConfig label ``confirmation``).
 
 Public API: :class:`DeferredForm` (``.forms``), the models :class:`DeferredAction` and :class:`Delivery`
-(``.models``) and the signals of DESIGN §7 (``.signals``).  Loaded lazily: Django imports this package while its
+(``.models``) and the signals (``.signals``, docs/api.md#signals).  Loaded lazily: Django imports this package while its
 app registry is still filling, before any model may be imported.
 """
 

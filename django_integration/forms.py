@@ -1,6 +1,6 @@
 """The library's forms: :class:`DeferredForm`, a ModelForm whose save() stores the change and asks for
-confirmation (DESIGN §2), and the confirm-page forms where a person types the secret back (:class:`CodeForm`,
-:class:`AmountsForm`)."""
+confirmation (docs/api.md#deferredform), and the confirm-page forms where a person types the secret back
+(:class:`CodeForm`, :class:`AmountsForm`)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Django logs the path of every 4xx/5xx response (``django.request``) and of every CSRF refusal
 (``django.security.csrf``).  On the link view the path *is* the secret: a person whose browser blocks
 cookies fails the CSRF check with a live token, and logs are kept far longer than a token lives.  This
-filter cuts the token out of those records (DESIGN §4: the raw secret never appears in logs).
+filter cuts the token out of those records (docs/concepts.md#secrets: the raw secret never appears in logs).
 """
 
 from __future__ import annotations

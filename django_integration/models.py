@@ -28,7 +28,7 @@ class DeferredActionQuerySet(models.QuerySet):
         return self.filter(content_type=ContentType.objects.get_for_model(obj), object_pk=str(obj.pk))
 
     def pending_for(self, obj: models.Model) -> int:
-        """How many changes to ``obj`` are waiting for confirmation (the seed's count)."""
+        """How many changes to ``obj`` are waiting for confirmation (docs/api.md#lifecycle-functions)."""
         return self.for_object(obj).open().filter(valid_until__gt=timezone.now()).count()
 
 

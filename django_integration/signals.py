@@ -1,4 +1,4 @@
-"""The four signals of the public API (DESIGN §7).
+"""The four signals of the public API (docs/api.md#signals).
 
 ``sender`` is the model class the change is for; ``instance`` is the DeferredAction.
 """

@@ -1,7 +1,7 @@
 """Settings of the demo project.  Embedded defaults (SQLite, an embedded Redis); override by environment:
 DATABASE_URL, CELERY_BROKER_URL, CACHE_URL, SITE_URL, SECRET_KEY, DEBUG, ALLOWED_HOSTS, EMAIL_BACKEND, and for the SMS
 channel TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_FROM, TWILIO_BASE_URL; for shutdown and redelivery
-CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT and REDIS_VISIBILITY_TIMEOUT (README, "Operating it")."""
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT and REDIS_VISIBILITY_TIMEOUT (docs/operations.md#the-example-stack-procfile)."""
 
 import os
 from datetime import timedelta
@@ -93,13 +93,13 @@ if CACHE_URL:
                           "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "")}}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_ALWAYS_EAGER = os.environ.get("CELERY_TASK_ALWAYS_EAGER") == "1"
-# Shutdown and redelivery (README, "Operating it").  Tasks are acknowledged late, so a message stays in Redis's
-# "unacked" set while a worker holds it: a task waiting for its retry countdown (at most RETRY_BACKOFF_MAX, 5 min)
-# or running.  A worker that is stopped puts its messages back at once; one killed outright (SIGKILL, OOM, power)
-# cannot, and Redis hands them to another worker after the visibility timeout.  15 minutes: longer than the
-# longest countdown plus the longest task (a few provider timeouts), or Redis would hand a waiting retry to a
-# second worker; and no later than the outbox sweep (REDRIVE_AFTER 10 min, run every 5 min) would find the
-# action anyway.  The result backend (if you configure a Redis one) gets the same value.
+# Shutdown and redelivery (docs/operations.md#the-example-stack-procfile).  Tasks are acknowledged late, so a message
+# stays in Redis's "unacked" set while a worker holds it: a task waiting for its retry countdown (at most
+# RETRY_BACKOFF_MAX, 5 min) or running.  A worker that is stopped puts its messages back at once; one killed outright
+# (SIGKILL, OOM, power) cannot, and Redis hands them to another worker after the visibility timeout.  15 minutes: longer
+# than the longest countdown plus the longest task (a few provider timeouts), or Redis would hand a waiting retry to a
+# second worker; and no later than the outbox sweep (REDRIVE_AFTER 10 min, run every 5 min) would find the action
+# anyway.  The result backend (if you configure a Redis one) gets the same value.
 REDIS_VISIBILITY_TIMEOUT = int(os.environ.get("REDIS_VISIBILITY_TIMEOUT", 15 * 60))
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT}

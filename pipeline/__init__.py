@@ -1,10 +1,11 @@
 """deferred-confirmation's core: lifecycle, tokens, channels, routing.
 
-Public API (DESIGN §3): ``deferred_confirmation.pipeline.confirm``, ``deferred_confirmation.pipeline.resend``,
-``deferred_confirmation.pipeline.cancel``, ``deferred_confirmation.pipeline.ConfirmResult``,
-``deferred_confirmation.pipeline.ConfirmStatus``, ``deferred_confirmation.pipeline.ResendResult``, and the names
-of :mod:`deferred_confirmation.pipeline.types` for type hints.  Loaded lazily, because the models import the leaf
-modules of this package while Django's app registry is still filling.
+Public API (docs/api.md#lifecycle-functions): ``deferred_confirmation.pipeline.confirm``,
+``deferred_confirmation.pipeline.resend``, ``deferred_confirmation.pipeline.cancel``,
+``deferred_confirmation.pipeline.ConfirmResult``, ``deferred_confirmation.pipeline.ConfirmStatus``,
+``deferred_confirmation.pipeline.ResendResult``, and the names of :mod:`deferred_confirmation.pipeline.types` for type
+hints.  Loaded lazily, because the models import the leaf modules of this package while Django's app registry is still
+filling.
 """
 
 from typing import Any

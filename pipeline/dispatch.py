@@ -100,7 +100,7 @@ def task_reprs(args: Any, kwargs: Any) -> tuple[str, str]:
     return repr(shown_args), repr(shown_kwargs)
 
 
-# Task names are part of the public contract (DESIGN §6); workers.tasks registers them.
+# Task names are part of the public contract (docs/operations.md#tasks-and-queues); workers.tasks registers them.
 GENERATE_TOKEN = "confirmation.generate_token"
 SEND_NOTIFICATION = "confirmation.send_notification"
 APPLY_ACTION = "confirmation.apply_action"

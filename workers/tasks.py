@@ -1,4 +1,4 @@
-"""The six tasks of DESIGN §6, each a thin caller of one lifecycle function.
+"""The six tasks (docs/operations.md#tasks-and-queues), each a thin caller of one lifecycle function.
 
 All are idempotent (running one twice has the effect of once), acknowledged late and rejected back to
 the queue if their worker dies.  Arguments are ids, generations and a sealed secret: nothing readable in

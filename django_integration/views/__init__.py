@@ -1,4 +1,4 @@
-"""Confirmation pages (DESIGN §5); each a thin caller of one lifecycle function."""
+"""Confirmation pages (docs/concepts.md#confirmation-pages); each a thin caller of one lifecycle function."""
 
 from deferred_confirmation.django_integration.views.entry import code, deposits
 from deferred_confirmation.django_integration.views.link import link

@@ -87,7 +87,8 @@ class EmailChannel(BaseChannel):
             body=render_to_string(TEMPLATES["text"], context),
             from_email=self.options.get("FROM_EMAIL") or app_settings.from_email,
             to=[delivery.recipient_value],
-            # The language it was rendered in (the action's, DESIGN §11), for mail clients and screen readers.
+            # The language it was rendered in (the action's, docs/concepts.md#languages), for mail clients and
+            # screen readers.
             headers={"X-Deferred-Action": str(action.pk), "Message-ID": message_id,
                      "Content-Language": translation.get_language() or settings.LANGUAGE_CODE},
         )

@@ -1,4 +1,4 @@
-"""apply: write a confirmed change, exactly once, against the row as it is now (DESIGN §8).
+"""apply: write a confirmed change, exactly once, against the row as it is now (docs/concepts.md#applying-a-change).
 
 The change is written in one transaction holding the action's row lock (and the target's): a second run,
 a duplicated task or a racing POST finds the action no longer ``confirmed`` and does nothing.  A refused

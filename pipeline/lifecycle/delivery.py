@@ -146,7 +146,7 @@ def deliver(delivery_id: int, generation: int, sealed_secret: str) -> bool:
         Delivery.objects.filter(pk=delivery_id, generation=generation).update(**fields)
         raise
     if confirmation_required.receivers:  # the sender (model_class) costs a query: only for someone listening
-        action.token = secret  # for receivers, in memory only (the seed's API)
+        action.token = secret  # for receivers, in memory only (docs/api.md#deferredform)
         confirmation_required.send_robust(sender=action.model_class or DeferredAction, instance=action,
                                           user=action.user, channel=delivery.channel)
         del action.token
@@ -182,8 +182,8 @@ def _record_sent(action: DeferredAction, delivery_id: int, generation: int, prov
 
 
 def _send(channel: Any, delivery: Delivery, action: DeferredAction, secret: str) -> str:
-    """The form's own ``send_notification`` hook if it has one (the seed's API), else the channel; rendered in
-    the language the change was saved in (DESIGN §11), whatever the worker's own LANGUAGE_CODE."""
+    """The form's own ``send_notification`` hook if it has one (docs/api.md#deferredform), else the channel; rendered in
+    the language the change was saved in (docs/concepts.md#languages), whatever the worker's own LANGUAGE_CODE."""
     with translation.override(action.language or settings.LANGUAGE_CODE):
         form_class = import_path(action.form_class)
         if not hasattr(form_class, "send_notification"):

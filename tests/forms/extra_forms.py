@@ -31,7 +31,7 @@ HOOK_CALLS: list[tuple[Any, Any, str, str]] = []
 
 
 class HookedEmailForm(ProfileEmailForm):
-    """The seed's hook: called in the worker instead of the channel backend."""
+    """The form's own hook (docs/api.md#deferredform): called in the worker instead of the channel backend."""
 
     def send_notification(self, user=None, instance=None):
         HOOK_CALLS.append((user, instance.pk, instance.token, self.cleaned_data["email"]))

@@ -1,4 +1,4 @@
-"""pending_for, resend and cancel (DESIGN §3)."""
+"""pending_for, resend and cancel (docs/api.md#lifecycle-functions)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Applying a confirmed change: re-validated against the row as it is now, exactly once (DESIGN §8)."""
+"""Applying a confirmed change: re-validated against the row as it is now, exactly once
+(docs/concepts.md#applying-a-change)."""
 
 from __future__ import annotations
 
@@ -254,7 +255,7 @@ def test_an_action_that_was_not_confirmed_is_not_applied(flow):
     assert Profile.objects.get().email == "old@example.org"
 
 
-# --- the seed's send_notification hook ------------------------------------------------------------------
+# --- the form's send_notification hook (docs/api.md#deferredform) ---------------------------------------------
 
 def test_the_forms_send_notification_hook_replaces_the_channel(flow):
     HOOK_CALLS.clear()

@@ -1,4 +1,4 @@
-"""The four public signals (DESIGN §7), with real commits: transaction=True and eager Celery."""
+"""The four public signals (docs/api.md#signals), with real commits: transaction=True and eager Celery."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The shipped translations (DESIGN §11) are current: every string marked in the code is in each catalogue,
-translated and not fuzzy, and each compiled .mo says what its .po says."""
+"""The shipped translations (docs/concepts.md#languages) are current: every string marked in the code is in each
+catalogue, translated and not fuzzy, and each compiled .mo says what its .po says."""
 
 from __future__ import annotations
 

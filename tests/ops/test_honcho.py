@@ -1,6 +1,6 @@
 """`honcho start` runs the Procfile's whole stack, serves a confirmation end to end, and stops cleanly.
 
-The stack runs as README's "Operating it" says: in the repository, with .env, after
+The stack runs as docs/operations.md#the-example-stack-procfile says: in the repository, with .env, after
 `honcho run python manage.py migrate`; on the embedded defaults (SQLite and the embedded Redis, in a temporary
 EXAMPLE_VAR_DIR), or on PostgreSQL (a database of its own) when the suite runs with TEST_DATABASE=postgres.
 A second env file (honcho reads `-e .env,<file>`, the later file winning) gives it free ports.

@@ -1,5 +1,5 @@
-"""Pages and messages in the person's language (DESIGN §11): the status, code and resend pages follow the
-request's Accept-Language (LocaleMiddleware), and a change saved during a German request is mailed in German
+"""Pages and messages in the person's language (docs/concepts.md#languages): the status, code and resend pages
+follow the request's Accept-Language (LocaleMiddleware), and a change saved during a German request is mailed in German
 with ``Content-Language: de`` even though the mail is rendered after the request, in the server's language."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The Celery app as a worker sees it: the six task names of DESIGN §6, late acks, prefetch 1, queues, routes."""
+"""The Celery app as a worker sees it: the six task names (docs/operations.md#tasks-and-queues), late acks,
+prefetch 1, queues, routes."""
 
 from datetime import timedelta
 

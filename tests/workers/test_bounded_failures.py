@@ -1,4 +1,4 @@
-"""Every failure ends, and re-sends are bounded (DESIGN §9).
+"""Every failure ends, and re-sends are bounded (docs/security.md).
 
 A send that keeps failing with an error that is neither transient nor permanent (a template missing after a
 deploy), an apply that keeps hitting the database, a form that no longer imports, a channel removed from

@@ -1,4 +1,5 @@
-"""Running any task twice has the effect of once (DESIGN §6): one mail per generation, one apply.
+"""Running any task twice has the effect of once (docs/operations.md#tasks-and-queues): one mail per generation,
+one apply.
 
 Once with the tasks run in place (each recorded call replayed through ``Task.apply``), once with a real
 worker that receives every message a second time, under the same task id (a redelivery).

@@ -1,7 +1,7 @@
-"""The language a change was saved in is the language of its message (DESIGN §11): a real worker process, whose
-own LANGUAGE_CODE is English, mails, texts (the real twilio SDK against the fake Twilio on loopback) and prints
-(a PDF letter) a change saved under French in French; the mail says ``Content-Language: fr``.  A change saved
-in the server's language stays English."""
+"""The language a change was saved in is the language of its message (docs/concepts.md#languages): a real worker
+process, whose own LANGUAGE_CODE is English, mails, texts (the real twilio SDK against the fake Twilio on loopback) and
+prints (a PDF letter) a change saved under French in French; the mail says ``Content-Language: fr``.  A change saved in
+the server's language stays English."""
 
 from __future__ import annotations
 
