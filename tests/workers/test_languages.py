@@ -20,8 +20,8 @@ from example.fakes.twilio import FakeTwilio
 from tests.channels.letter.conftest import SENDER, read_letter, stage_address_change
 from tests.channels.sms.conftest import FROM, PHONE, PHONE_TYPED, new_profile
 from tests.channels.sms.forms import ProfilePhoneForm
-from tests.workers.conftest import purge_queues, stage_change, wait_for
-from tests.workers.test_subprocess_worker import WorkerProcess, shared_db  # noqa: F401 - shared_db: a fixture
+from tests.workers.conftest import stage_change, wait_for
+from tests.workers.test_subprocess_worker import WorkerProcess, running_worker, shared_db  # noqa: F401 - shared_db: a fixture
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.usefixtures("shared_db")]
 
@@ -50,20 +50,9 @@ def media_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def english_worker(django_db_setup, tmp_path_factory, twilio, media_root):
     """``celery worker`` with the test settings (LANGUAGE_CODE "en"), sending email, SMS and PDF letters."""
-    from deferred_confirmation import workers
-
-    workers.app.conf.task_always_eager = False
-    purge_queues()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DC_TEST_CHANNELS", json.dumps(channels(twilio)))
-        patch.setenv("DC_TEST_MEDIA_ROOT", str(media_root))
-        process = WorkerProcess(tmp_path_factory.mktemp("worker"))
-    try:
-        process.wait_ready()
+    extra_env = {"DC_TEST_CHANNELS": json.dumps(channels(twilio)), "DC_TEST_MEDIA_ROOT": str(media_root)}
+    with running_worker(tmp_path_factory.mktemp("worker"), extra_env) as process:
         yield process
-    finally:
-        process.stop()
-        purge_queues()
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -96,10 +98,10 @@ def _env(mail_dir: Path) -> dict[str, str]:
 
 
 class WorkerProcess(Process):
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, extra_env: dict[str, str] | None = None):
         self.mail_dir = tmp / "mail"
         self.mail_dir.mkdir()
-        self.env = _env(self.mail_dir)
+        self.env = {**_env(self.mail_dir), **(extra_env or {})}
         self.hostname = f"dc-tests-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
         super().__init__([CELERY, "-A", "deferred_confirmation.workers", "worker", "-l", "INFO", "-c", "2",
                           "--without-mingle",
@@ -127,17 +129,24 @@ class WorkerProcess(Process):
         return found
 
 
-@pytest.fixture(scope="module")
-def worker_process(django_db_setup, tmp_path_factory):
+@contextmanager
+def running_worker(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[WorkerProcess]:
+    """A ``celery worker`` subprocess, answering pings, on empty queues; stopped and the queues emptied after."""
     workers.app.conf.task_always_eager = False
     purge_queues()
-    process = WorkerProcess(tmp_path_factory.mktemp("worker"))
+    process = WorkerProcess(tmp, extra_env)
     try:
         process.wait_ready()
         yield process
     finally:
         process.stop()
         purge_queues()
+
+
+@pytest.fixture(scope="module")
+def worker_process(django_db_setup, tmp_path_factory):
+    with running_worker(tmp_path_factory.mktemp("worker")) as process:
+        yield process
 
 
 @pytest.mark.django_db(transaction=True)
