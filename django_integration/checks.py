@@ -156,6 +156,7 @@ UNDELIVERING_MAIL_BACKENDS = ("django.core.mail.backends.console.EmailBackend",
 @register(Tags.security, deploy=True)
 def check_deployment(app_configs=None, **kwargs) -> list[CheckMessage]:
     """``check --deploy``: what development settings leave that a site people use must not have."""
+    from deferred_confirmation.pipeline.channels import mailconn
     from deferred_confirmation.pipeline.channels.email import EmailChannel
 
     raw = getattr(settings, "DEFERRED_CONFIRMATION", {})
@@ -174,7 +175,7 @@ def check_deployment(app_configs=None, **kwargs) -> list[CheckMessage]:
         if not (isinstance(backend, type) and issubclass(backend, EmailChannel)):
             continue
         options = values.get("OPTIONS") if isinstance(values.get("OPTIONS"), dict) else {}
-        mail_backend = options.get("EMAIL_BACKEND") or getattr(settings, "EMAIL_BACKEND", "")
+        mail_backend = mailconn.backend_path(options.get("MAILER"), options.get("EMAIL_BACKEND"))
         if mail_backend in UNDELIVERING_MAIL_BACKENDS:
             found.append(_message(ids.MAIL_GOES_NOWHERE, f"CHANNELS[{name!r}] sends through {mail_backend}, which "
                                   "delivers no mail: nobody receives a link, every change waits until it expires.",

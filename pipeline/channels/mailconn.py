@@ -124,6 +124,23 @@ def new_connection(mailer: str | None = None, backend: str | None = None) -> Any
     return import_string(backend)()
 
 
+def backend_path(mailer: str | None = None, backend: str | None = None) -> str:
+    """The dotted path of the backend class :func:`new_connection` would make for these options ("" when the
+    options cannot work, see :func:`mailer_problem`), without reading a setting Django deprecates."""
+    if mailer_problem(mailer, backend):
+        return ""
+    if has_mailers():
+        return settings.MAILERS[mailer or "default"].get("BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+    if backend is not None:
+        return backend
+    if mailers is None:
+        return settings.EMAIL_BACKEND
+    # Django 6.1 without MAILERS: its default mailer, made from the EMAIL_* settings (not connected: making a
+    # backend opens nothing).
+    default = type(mailers.default)
+    return f"{default.__module__}.{default.__qualname__}"
+
+
 @contextlib.contextmanager
 def kept_open(backend: str | None = None, keep_alive: float = DEFAULT_KEEP_ALIVE, *,
               mailer: str | None = None) -> Iterator[Any]:

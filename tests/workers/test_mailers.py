@@ -196,3 +196,18 @@ def test_smtp_through_a_mailers_entry_keeps_its_connection_open(email_options, s
     for delivery, message in zip(deliveries, server.accepted, strict=True):
         assert delivery.recipient_value in message
 
+
+
+@needs_mailers
+@pytest.mark.django_db
+@pytest.mark.parametrize(("backend", "warned"), [(LOCMEM, True), ("django.core.mail.backends.smtp.EmailBackend",
+                                                                  False)])
+def test_check_deploy_reads_the_mailers_entry_the_channel_sends_with(email_options, settings, backend, warned):
+    settings.MAILERS = {"default": {"BACKEND": LOCMEM}, "transactional": {"BACKEND": backend}}
+    email_options(MAILER="transactional")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = [m for m in checks.run_checks(include_deployment_checks=True) if m.id == "confirmation.W006"]
+    assert _warnings_from_our_code(caught) == []
+    assert bool(found) is warned
+    assert not found or backend in found[0].msg
