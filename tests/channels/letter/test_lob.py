@@ -73,6 +73,9 @@ def test_retried_send_makes_one_letter_at_lob(worker, task_log, fake_lob, fast_r
     finished(task_log, True)
 
     delivery = delivery_of(action)
+    # Celery signals the retry after the retried message is already out: with no countdown another worker
+    # thread can finish the retry before the first one has reported it.
+    wait_for(lambda: send_retries, what="the retry to be reported")
     assert len(send_retries) == 1 and "Lob unreachable" in send_retries[0]
     assert len(fake_lob.requests) == 2
     assert {r.idempotency_key for r in fake_lob.requests} == {delivery.idempotency_key}
@@ -114,6 +117,7 @@ def test_rate_limit_and_server_errors_are_retried_then_sent(worker, task_log, fa
 
     assert [r.status for r in fake_lob.requests] == [429, 500, 200]
     assert len({r.idempotency_key for r in fake_lob.requests}) == 1
+    wait_for(lambda: len(send_retries) >= 2, what="both retries to be reported")  # reported after re-sending
     assert len(send_retries) == 2
     assert "Rate limit exceeded" in send_retries[0] and "internal server error" in send_retries[1]
     assert len(fake_lob.letters) == 1

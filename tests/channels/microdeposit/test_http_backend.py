@@ -178,6 +178,7 @@ def test_outages_are_retried_until_the_deposits_go_out_once(http_backend, worker
     assert (posts[3].status, posts[3].replayed) == (200, True)
     assert {r.idempotency_key for r in posts} == {delivery_of(action).idempotency_key}
     assert len(api.payouts) == 1
+    wait_for(lambda: len(send_retries) >= 3, what="every retry to be reported")  # Celery reports after re-sending
     assert len(send_retries) == 3
     assert "Too many requests" in send_retries[0]  # the 429
     assert "Something went wrong" in send_retries[1]  # the 500
