@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -41,24 +40,6 @@ def test_pyproject_lists_every_package_of_the_three_folders():
              for folder in FOLDERS for init in (ROOT / folder).rglob("__init__.py")}
     assert set(config["packages"]) == found
     assert config["package-dir"] == {f"deferred_confirmation.{folder}": folder for folder in FOLDERS}
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    # Built from a copy without build artefacts: setuptools' in-tree build/ keeps files deleted since the last
-    # build (a renamed migration would ship twice).
-    # The files git would commit (tracked, or new and not ignored): no build/, no sockets of a running site.
-    source = tmp_path_factory.mktemp("source")
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            check=True, capture_output=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        if (ROOT / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
-                   check=True, capture_output=True, timeout=240)
-    return next(out.glob("deferred_confirmation-*.whl"))
 
 
 def test_the_wheel_installs_one_top_level_name_and_every_module(wheel):

@@ -46,10 +46,10 @@ MAIL_SEPARATOR = "\n" + "-" * 79 + "\n"  # between messages in a filebased Email
 class Process:
     """A command started in its own process group, its output in a log file; stop() always ends it."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT):
         self.log = log
         self._log_file = log.open("wb")
-        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
+        self.popen = subprocess.Popen(args, cwd=cwd, env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True)
 
     def output(self, tail: int = 4000) -> str:
