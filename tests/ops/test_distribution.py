@@ -72,3 +72,26 @@ def test_the_wheel_is_licensed_typed_and_says_which_django_and_python_it_support
     assert {f"Programming Language :: Python :: {v}" for v in ("3.11", "3.12", "3.13")} <= classifiers
     [django] = [r for r in meta.get_all("Requires-Dist") if r.startswith("Django") and "extra" not in r]
     assert set(django.removeprefix("Django").split(",")) == {">=5.2", "<6.2"}
+
+
+def test_the_wheel_carries_templates_migrations_and_compiled_translations_and_nothing_of_the_repository(dists):
+    _sdist, wheel = dists
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    app = "deferred_confirmation/django_integration"
+    templates = {path.relative_to(ROOT / "django_integration").as_posix()
+                 for path in (ROOT / "django_integration" / "templates").rglob("*") if path.is_file()}
+    assert templates and {f"{app}/{name}" for name in templates} <= names
+    migrations = {path.name for path in (ROOT / "django_integration" / "migrations").glob("0*.py")}
+    assert {f"{app}/migrations/{name}" for name in migrations} <= names
+    assert {f"{app}/locale/{lang}/LC_MESSAGES/django.{ext}" for lang in ("de", "es", "fr") for ext in ("mo", "po")
+            } <= names
+    assert not [name for name in names if name.split("/", 1)[0] in ("tests", "example", "bench", "docs", "docker")]
+    assert all(name.startswith(("deferred_confirmation/", "deferred_confirmation-")) for name in names)
+
+
+def test_twine_accepts_both_distributions(dists):
+    done = subprocess.run([sys.executable, "-m", "twine", "check", "--strict", *map(str, dists)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("PASSED") == 2
