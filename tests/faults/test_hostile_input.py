@@ -1,4 +1,4 @@
-"""Hostile input (issue 5, part 6): property-based tests of everything a stranger can send.
+"""Hostile input: property-based tests of everything a stranger can send.
 
 Tokens (link view GET/POST, ``deferred_confirmation.pipeline.confirm``), codes and amounts (code and deposits pages,
 ``deferred_confirmation.pipeline.confirm`` with an action), form payloads and stored form data of a DeferredForm,

@@ -1,4 +1,4 @@
-"""Secrets audit (issue 5, part 7): the whole pipeline for email, SMS and micro-deposits, then every place a secret
+"""Secrets audit: the whole pipeline for email, SMS and micro-deposits, then every place a secret
 could end up is searched for it.
 
 A real ``celery -A deferred_confirmation.workers worker -E -l DEBUG`` process (SQL logged with its parameters:
