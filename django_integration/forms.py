@@ -89,17 +89,9 @@ class DeferredForm(forms.ModelForm):
         client = user = None
         if self.request is not None:
             client, user = client_address(self.request), signed_in_user(self.request)
-        for channel, recipient in recipients.items():
-            refusal = limits.check_send(channel, recipient, requester=limits.requester_keys(client, user))
-            if refusal is not None:
-                self._refuse(refusal)
-                return
-        if self.request is not None:
-            for scope, identity in limits.senders(client, user):
-                refusal = limits.check_sender(scope, identity, len(recipients))
-                if refusal is not None:
-                    self._refuse(refusal)
-                    return
+        refused = limits.check_sends(recipients.items(), client=client, user=user)  # what save() will reserve
+        if refused is not None:
+            self._refuse(refused[1])
 
     def _refuse(self, refusal: limits.SendRefusal) -> None:
         self.send_refusal = refusal

@@ -145,13 +145,39 @@ def reserve_send(channel: str, recipient: str, *, resend: bool = False, now: dat
 
 
 @sensitive_variables()
+def check_sends(recipients: Iterable[tuple[str, str]], *, client: str | None = None, user: Any = None,
+                requester: Sequence[str] | None = None, resend: bool = False, now: datetime | None = None,
+                lock: bool = False) -> tuple[str, SendRefusal] | None:
+    """The first limit that refuses sending to ``recipients`` ((channel, recipient) pairs) at the request of
+    ``client`` and ``user``, as (channel or scope, why not); None if every one allows it.  Counts nothing.
+
+    Each recipient's own limit is read in the allowance of ``requester`` (keys from :func:`requester_keys`; by
+    default the client's or user's: a resend passes the action's, so it counts where its save did).  With
+    ``lock`` (inside a transaction, as :func:`reserve_sends` calls it) every recipient, then every sender, is
+    serialised by key until the transaction ends."""
+    now = now or timezone.now()
+    pairs = list(recipients)
+    requester = requester if requester is not None else requester_keys(client, user)
+    check = check_send_locked if lock else check_send
+    for name, recipient in lock_order(pairs):
+        refusal = check(name, recipient, resend=resend, now=now, requester=requester)
+        if refusal is not None:
+            return name, refusal
+    for scope, identity in sorted(senders(client, user), key=lambda sender: sender_keys(*sender)[0]):
+        if lock:
+            _lock(sender_keys(scope, identity)[0])
+        refusal = check_sender(scope, identity, len(pairs), now=now)
+        if refusal is not None:
+            return scope, refusal
+    return None
+
+
+@sensitive_variables()
 def reserve_sends(recipients: Iterable[tuple[str, str]], *, client: str | None = None, user: Any = None,
                   requester: Sequence[str] | None = None, resend: bool = False, now: datetime | None = None
                   ) -> tuple[str, SendRefusal] | None:
-    """Check every limit on sending to ``recipients`` ((channel, recipient) pairs) at the request of ``client``
-    and ``user``, and count the sends only if none refuses; else (channel or scope, why not), nothing counted.
-    Each recipient's own limit is counted in the allowance of ``requester`` (keys from :func:`requester_keys`;
-    by default the client's or user's: a resend passes the action's, so it counts where its save did).
+    """Check every limit on sending to ``recipients`` (:func:`check_sends`) and count the sends only if none
+    refuses; else (channel or scope, why not), nothing counted.
 
     Call inside a transaction (it holds the locks until the end): recipients are serialised in
     :func:`lock_order`, then the senders, by key, so parallel saves cannot overshoot a limit and two
@@ -159,21 +185,14 @@ def reserve_sends(recipients: Iterable[tuple[str, str]], *, client: str | None =
     now = now or timezone.now()
     pairs = list(recipients)
     requester = requester if requester is not None else requester_keys(client, user)
-    for name, recipient in lock_order(pairs):
-        refusal = check_send_locked(name, recipient, resend=resend, now=now, requester=requester)
-        if refusal is not None:
-            return name, refusal
-    asking = sorted(senders(client, user), key=lambda sender: sender_keys(*sender)[0])
-    for scope, identity in asking:
-        _lock(sender_keys(scope, identity)[0])
-        refusal = check_sender(scope, identity, len(pairs), now=now)
-        if refusal is not None:
-            return scope, refusal
+    refused = check_sends(pairs, client=client, user=user, requester=requester, resend=resend, now=now, lock=True)
+    if refused is not None:
+        return refused
     for name, recipient in pairs:
         record_send(name, recipient, now=now, requester=requester)
     SendRecord.objects.bulk_create([SendRecord(channel=scope, recipient_key=sender_keys(scope, identity)[0],
                                                created_at=now)
-                                    for scope, identity in asking for _ in pairs])
+                                    for scope, identity in senders(client, user) for _ in pairs])
     return None
 
 
