@@ -35,6 +35,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from deferred_confirmation.django_integration.models import SendRecord
 from deferred_confirmation.pipeline.conf import CHANNEL_DEFAULTS, app_settings
+from deferred_confirmation.pipeline.exceptions import SendLimitExceeded as SendLimitExceeded  # re-exported
 
 #: SendRecord.channel of the rows counted per sender rather than per recipient (no channel name starts with "@").
 CLIENT_SCOPE, USER_SCOPE = "@client", "@user"
@@ -59,8 +60,6 @@ class SendRefusal:
         return gettext("Too many confirmation messages were sent to this recipient. Try again in %(minutes)d "
                        "minutes.") % {"minutes": minutes}
 
-
-from deferred_confirmation.pipeline.exceptions import SendLimitExceeded as SendLimitExceeded  # noqa: E402 re-export
 
 
 def _keys(salt: str, value: str, *, current_only: bool = False) -> list[str]:
